@@ -110,6 +110,34 @@ def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float) -> l
                                 base_ms=base * 1e3, ours_ms=seconds * 1e3, speedup=bw / base_bw,
                                 memory=f"{bw / 1e9:.1f} GB/s = {bw / bandwidth:.0%} of copy; "
                                        f"index_select {base_bw / 1e9:.1f} GB/s"))
+    results += fbgemm_rows(rows, ids, repeat, threads)
+    return results
+
+
+def fbgemm_rows(rows: int, ids, repeat: int, threads: int) -> list[dict]:
+    """FBGEMM's CPU TBE (fbgemm-gpu-cpu, a benchmark baseline only) on the optimizers it has on the CPU."""
+    try:
+        from fbgemm_gpu.split_embedding_configs import EmbOptimType
+        from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation, PoolingMode
+        from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+            ComputeDevice, SplitTableBatchedEmbeddingBagsCodegen)
+    except ImportError:
+        return []
+    results = []
+    d = 64
+    grad = torch.randn(len(ids), d)
+    bag_offsets = torch.arange(len(ids) + 1)  # one id per bag: the same rows as a padded lookup
+    for ours_name, fb_opt in (("sgd", EmbOptimType.EXACT_SGD), ("rowwise_adagrad", EmbOptimType.EXACT_ROWWISE_ADAGRAD)):
+        tbe = SplitTableBatchedEmbeddingBagsCodegen([(rows, d, EmbeddingLocation.HOST, ComputeDevice.CPU)],
+                                                    optimizer=fb_opt, learning_rate=0.01,
+                                                    pooling_mode=PoolingMode.SUM)
+        base = timed(lambda: (tbe(ids, bag_offsets) * grad).sum().backward(), repeat)
+        del tbe
+        ours_fn, _ = pyscall_step(d, rows, ours_name, ids, grad)
+        ours = timed(ours_fn, repeat)
+        results.append(dict(what=f"train step {ours_name}, all widths 64", threads=threads,
+                            baseline=f"FBGEMM CPU TBE {fb_opt.name}", base_ms=base * 1e3, ours_ms=ours * 1e3,
+                            speedup=base / ours, memory=""))
     return results
 
 
