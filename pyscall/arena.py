@@ -222,15 +222,29 @@ class RaggedArena:
             raise NotImplementedError(
                 "CUDA arena movement: the GPU replay of layout plans is not wired in yet")
         old, new = self.weight.numel(), plan.capacity_after
+        steps = plan.steps
+        threads = torch.get_num_threads()
+        if new != old and len(steps) == 1 and steps[0].ordered:
+            # A re-layout that changes capacity: move once into fresh buffers.
+            fresh = [torch.empty(new, dtype=b.dtype, device=b.device) for b in buffers]
+            _C.apply_relayout_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
+                                  [(f.data_ptr(), f.element_size(), f.numel()) for f in fresh],
+                                  threads)
+            used = self._arena.used
+            for b, f in zip(buffers, fresh):
+                f[used:] = 0  # free tail: keep it defined for whole-buffer optimizers
+                b.data = f
+            self._refresh()
+            return
         if new > old:
             for b in buffers:
                 grown = torch.empty(new, dtype=b.dtype, device=b.device)
                 grown[:old] = b.data
                 grown[old:] = 0  # free space: keep it defined for whole-buffer optimizers
                 b.data = grown
-        if plan.steps:
+        if steps:
             _C.apply_plan_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
-                              torch.get_num_threads())
+                              threads)
         if new < old:
             for b in buffers:
                 b.data = b.data[:new].clone()

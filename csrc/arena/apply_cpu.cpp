@@ -125,8 +125,9 @@ void run_unordered(const Step& s, const Buffer& b, int threads) {
     move_row(b.data, b.elem_size, s.src[r], s.dst[r], s.copy[r], s.total[r]);
 }
 
-void check_fits(const Plan& plan, const std::vector<Buffer>& buffers) {
-  int64_t need = 0;
+// Elements a buffer must hold to be read (first) and written (second) by the plan.
+std::pair<int64_t, int64_t> plan_extent(const Plan& plan) {
+  int64_t read = 0, written = 0;
   for (const Step& s : plan.steps) {
     const size_t k = s.size();
     if (s.dst.size() != k || s.copy.size() != k || s.total.size() != k)
@@ -134,13 +135,18 @@ void check_fits(const Plan& plan, const std::vector<Buffer>& buffers) {
     for (size_t r = 0; r < k; ++r) {
       if (s.src[r] < 0 || s.dst[r] < 0 || s.copy[r] < 0 || s.copy[r] > s.total[r])
         throw std::invalid_argument("plan move " + std::to_string(r) + " is malformed");
-      need = std::max({need, s.src[r] + s.copy[r], s.dst[r] + s.total[r]});
+      if (s.copy[r] > 0) read = std::max(read, s.src[r] + s.copy[r]);
+      written = std::max(written, s.dst[r] + s.total[r]);
     }
   }
+  return {read, written};
+}
+
+void check_fits(const std::vector<Buffer>& buffers, int64_t need, const char* what) {
   for (size_t i = 0; i < buffers.size(); ++i) {
     if (buffers[i].elem_size < 1) throw std::invalid_argument("buffer element size must be >= 1");
     if (buffers[i].numel < need)
-      throw std::out_of_range("buffer " + std::to_string(i) + " holds " +
+      throw std::out_of_range(std::string(what) + " buffer " + std::to_string(i) + " holds " +
                               std::to_string(buffers[i].numel) + " elements but the plan touches " +
                               std::to_string(need));
   }
@@ -149,7 +155,8 @@ void check_fits(const Plan& plan, const std::vector<Buffer>& buffers) {
 }  // namespace
 
 void apply_plan_cpu(const Plan& plan, const std::vector<Buffer>& buffers, int num_threads) {
-  check_fits(plan, buffers);
+  const auto [read, written] = plan_extent(plan);
+  check_fits(buffers, std::max(read, written), "plan");
 #ifdef _OPENMP
   const int threads = std::max(1, num_threads);
 #else
@@ -164,6 +171,34 @@ void apply_plan_cpu(const Plan& plan, const std::vector<Buffer>& buffers, int nu
     const std::vector<Phase> phases = schedule_ordered(s, threads);
     for (const Buffer& b : buffers)
       for (const Phase& p : phases) run_phase(s, p, b, scratch);
+  }
+}
+
+void apply_relayout_cpu(const Plan& plan, const std::vector<Buffer>& from,
+                        const std::vector<Buffer>& to, int num_threads) {
+  if (plan.steps.size() > 1 || (plan.steps.size() == 1 && !plan.steps[0].ordered))
+    throw std::invalid_argument("out-of-place replay needs a plan of one ordered step");
+  if (from.size() != to.size()) throw std::invalid_argument("from and to differ in length");
+  for (size_t i = 0; i < from.size(); ++i)
+    if (from[i].elem_size != to[i].elem_size)
+      throw std::invalid_argument("from and to buffer " + std::to_string(i) +
+                                  " differ in element size");
+  const auto [read, written] = plan_extent(plan);
+  check_fits(from, read, "source");
+  check_fits(to, written, "destination");
+  if (plan.steps.empty()) return;
+  const Step& s = plan.steps[0];
+  const int64_t k = static_cast<int64_t>(s.size());
+  const int t = k >= static_cast<int64_t>(kParallelMoves) ? std::max(1, num_threads) : 1;
+  for (size_t i = 0; i < from.size(); ++i) {
+    const char* src = from[i].data;
+    char* dst = to[i].data;
+    const int64_t es = from[i].elem_size;
+#pragma omp parallel for num_threads(t) schedule(static)
+    for (int64_t r = 0; r < k; ++r) {
+      std::memcpy(dst + s.dst[r] * es, src + s.src[r] * es, s.copy[r] * es);
+      std::memset(dst + (s.dst[r] + s.copy[r]) * es, 0, (s.total[r] - s.copy[r]) * es);
+    }
   }
 }
 

@@ -118,33 +118,42 @@ void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t capacity_af
   for (int64_t i = 0; i < n; ++i)
     if (widths_[i] == 0 && new_widths[i] > 0) order.push_back(i);
 
-  std::vector<int64_t> dst(order.size());
-  int64_t pos = 0;
   size_t live = 0;
-  for (size_t k = 0; k < order.size(); ++k) {
-    dst[k] = pos;
-    pos += new_widths[order[k]];
-    live += new_widths[order[k]] > 0;
+  int64_t pos = 0;
+  for (int64_t id : order) {
+    live += new_widths[id] > 0;
+    pos += new_widths[id];
   }
   Step step;
   step.ordered = true;
   for (auto* v : {&step.src, &step.dst, &step.copy, &step.total}) v->reserve(live);
-  auto emit = [&](size_t k) {
-    const int64_t id = order[k], w_new = new_widths[id];
+  // dst of order[k] is the prefix sum of the new widths before it: walk it
+  // down for the right-movers, up for the left-movers.
+  auto emit = [&](int64_t id, int64_t dst) {
+    const int64_t w_new = new_widths[id];
     if (w_new == 0) return;
-    const int64_t src = widths_[id] > 0 ? offsets_[id] : dst[k];
-    step.push(src, dst[k], std::min<int64_t>(widths_[id], w_new), w_new);
+    const int64_t src = widths_[id] > 0 ? offsets_[id] : dst;
+    step.push(src, dst, std::min<int64_t>(widths_[id], w_new), w_new);
   };
-  for (size_t k = order.size(); k-- > 0;)
-    if (widths_[order[k]] > 0 && dst[k] > offsets_[order[k]]) emit(k);
-  for (size_t k = 0; k < order.size(); ++k)
-    if (widths_[order[k]] == 0 || dst[k] <= offsets_[order[k]]) emit(k);
-
+  const int64_t end = pos;
+  for (size_t k = order.size(); k-- > 0;) {
+    const int64_t id = order[k];
+    pos -= new_widths[id];
+    if (widths_[id] > 0 && pos > offsets_[id]) emit(id, pos);
+  }
+  for (int64_t id : order) {
+    if (widths_[id] == 0 || pos <= offsets_[id]) emit(id, pos);
+    pos += new_widths[id];
+  }
   for (int64_t i = 0; i < n; ++i)
     if (new_widths[i] == 0) offsets_[i] = 0;
-  for (size_t k = 0; k < order.size(); ++k) offsets_[order[k]] = dst[k];
+  pos = 0;
+  for (int64_t id : order) {
+    offsets_[id] = pos;
+    pos += new_widths[id];
+  }
   std::copy(new_widths.begin(), new_widths.end(), widths_.begin());
-  used_ = pos;
+  used_ = end;
   capacity_ = capacity_after;
   free_.clear();
   free_.release(used_, capacity_ - used_);

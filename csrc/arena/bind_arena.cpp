@@ -124,6 +124,7 @@ void bind_arena(py::module_& m) {
       .def_property_readonly("num_rows", &Arena::num_rows)
       .def_property_readonly("d_max", &Arena::d_max)
       .def_property_readonly("capacity", &Arena::capacity)
+      .def_property_readonly("used", &Arena::used, "total width (elements)")
       .def_property_readonly("max_free_extents", &Arena::max_free_extents);
 
   m.def(
@@ -138,4 +139,19 @@ void bind_arena(py::module_& m) {
       },
       py::arg("plan"), py::arg("buffers"), py::arg("num_threads"),
       "Replay `plan` in place on (data_ptr, elem_size, numel) CPU buffers.");
+  m.def(
+      "apply_relayout_cpu",
+      [](const Plan& plan, const std::vector<std::tuple<uint64_t, int64_t, int64_t>>& from,
+         const std::vector<std::tuple<uint64_t, int64_t, int64_t>>& to, int num_threads) {
+        auto convert = [](const std::vector<std::tuple<uint64_t, int64_t, int64_t>>& bufs) {
+          std::vector<pyscall::Buffer> out;
+          for (auto [ptr, es, numel] : bufs) out.push_back({reinterpret_cast<char*>(ptr), es, numel});
+          return out;
+        };
+        auto f = convert(from), t = convert(to);
+        py::gil_scoped_release unlocked;
+        pyscall::apply_relayout_cpu(plan, f, t, num_threads);
+      },
+      py::arg("plan"), py::arg("from_buffers"), py::arg("to_buffers"), py::arg("num_threads"),
+      "Replay a one-ordered-step plan out of place: read from_buffers, write to_buffers.");
 }

@@ -49,4 +49,11 @@ struct Buffer {
 // throws std::out_of_range without touching data when one does not fit.
 void apply_plan_cpu(const Plan& plan, const std::vector<Buffer>& buffers, int num_threads);
 
+// Replays a plan made of one ordered step (a re-layout) out of place: reads
+// from[i], writes to[i] (a fresh buffer of capacity_after elements; nothing
+// outside the rows is written). Used when capacity changes anyway, so the
+// data moves once instead of being copied into a resized buffer first.
+void apply_relayout_cpu(const Plan& plan, const std::vector<Buffer>& from,
+                        const std::vector<Buffer>& to, int num_threads);
+
 }  // namespace pyscall

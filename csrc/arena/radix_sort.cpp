@@ -4,37 +4,48 @@
 
 namespace pyscall {
 
+namespace {
+int bit_width(uint64_t x) {
+  int b = 0;
+  while (x >> b) ++b;
+  return b;
+}
+}  // namespace
+
 void sort_rows_by_offset(std::vector<int64_t>& rows, const std::vector<int64_t>& offsets,
                          int64_t max_offset) {
-  constexpr int kBits = 11;  // 2048 counters: stays in L1
-  constexpr int64_t kMask = (int64_t{1} << kBits) - 1;
   const size_t n = rows.size();
-  if (n < 2048) {
+  const int id_bits = bit_width(offsets.size());
+  const int key_bits = bit_width(static_cast<uint64_t>(std::max<int64_t>(max_offset, 1)));
+  if (n < 4096 || id_bits + key_bits > 64) {
     std::sort(rows.begin(), rows.end(),
               [&](int64_t a, int64_t b) { return offsets[a] < offsets[b]; });
     return;
   }
-  // Sort (key, id) pairs so that passes stream instead of gathering offsets.
-  std::vector<int64_t> key(n), key_tmp(n), id_tmp(n);
-  for (size_t i = 0; i < n; ++i) key[i] = offsets[rows[i]];
-  std::vector<size_t> count(size_t{1} << kBits);
-  for (int shift = 0; (max_offset >> shift) > 0; shift += kBits) {
+  // Pack (offset, id) into one word and sort on the offset bits only: fewer
+  // bytes per pass than separate key and id arrays.
+  constexpr int kBits = 13;  // 8192 32-bit counters: 32 KiB, in L1/L2
+  const int passes = (key_bits + kBits - 1) / kBits;
+  const int digit = (key_bits + passes - 1) / passes;  // balance the passes
+  const uint64_t mask = (uint64_t{1} << digit) - 1, id_mask = (uint64_t{1} << id_bits) - 1;
+  std::vector<uint64_t> a(n), tmp(n);
+  for (size_t i = 0; i < n; ++i)
+    a[i] = (static_cast<uint64_t>(offsets[rows[i]]) << id_bits) | static_cast<uint64_t>(rows[i]);
+  std::vector<uint32_t> count(size_t{1} << digit);
+  for (int p = 0; p < passes; ++p) {
+    const int shift = id_bits + p * digit;
     std::fill(count.begin(), count.end(), 0);
-    for (size_t i = 0; i < n; ++i) ++count[(key[i] >> shift) & kMask];
-    size_t sum = 0;
+    for (size_t i = 0; i < n; ++i) ++count[(a[i] >> shift) & mask];
+    uint32_t sum = 0;
     for (auto& c : count) {
-      const size_t here = c;
+      const uint32_t here = c;
       c = sum;
       sum += here;
     }
-    for (size_t i = 0; i < n; ++i) {
-      const size_t at = count[(key[i] >> shift) & kMask]++;
-      key_tmp[at] = key[i];
-      id_tmp[at] = rows[i];
-    }
-    key.swap(key_tmp);
-    rows.swap(id_tmp);
+    for (size_t i = 0; i < n; ++i) tmp[count[(a[i] >> shift) & mask]++] = a[i];
+    a.swap(tmp);
   }
+  for (size_t i = 0; i < n; ++i) rows[i] = static_cast<int64_t>(a[i] & id_mask);
 }
 
 }  // namespace pyscall
