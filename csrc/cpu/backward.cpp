@@ -2,6 +2,7 @@
 // atomics), then either written into a dense flat gradient or applied by a fused optimizer step.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -95,6 +96,8 @@ void fused_update(const Table<T>& t, const int64_t* ids, int64_t n, const GradSo
   const T b1 = static_cast<T>(opt.beta1), b2 = static_cast<T>(opt.beta2);
   const T step_size = static_cast<T>(opt.lr / (1.0 - std::pow(opt.beta1, double(opt.step))));
   const T bc2_sqrt = static_cast<T>(std::sqrt(1.0 - std::pow(opt.beta2, double(opt.step))));
+  bool simd = false;
+  if constexpr (std::is_same_v<T, float>) simd = have_avx2_fma();
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> g(t.d_max);
@@ -111,11 +114,24 @@ void fused_update(const Table<T>& t, const int64_t* ids, int64_t n, const GradSo
       add_weight_decay(g.data(), wr, w, wd);
       switch (opt.kind) {
         case Optimizer::kSgd: sgd_row(wr, g.data(), w, lr); break;
-        case Optimizer::kAdagrad: adagrad_row(wr, state0 + o, g.data(), w, lr, eps); break;
+        case Optimizer::kAdagrad:
+          if constexpr (std::is_same_v<T, float>)
+            if (simd) {
+              adagrad_row_avx2(wr, state0 + o, g.data(), w, lr, eps);
+              break;
+            }
+          adagrad_row(wr, state0 + o, g.data(), w, lr, eps);
+          break;
         case Optimizer::kRowwiseAdagrad:
           rowwise_adagrad_row(wr, row_state + i, g.data(), w, lr, eps);
           break;
         case Optimizer::kAdam:
+          if constexpr (std::is_same_v<T, float>)
+            if (simd) {
+              adam_row_avx2(wr, state0 + o, state1 + o, g.data(), w, b1, b2, step_size, bc2_sqrt,
+                            eps);
+              break;
+            }
           adam_row(wr, state0 + o, state1 + o, g.data(), w, b1, b2, step_size, bc2_sqrt, eps);
           break;
       }

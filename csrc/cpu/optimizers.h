@@ -55,4 +55,10 @@ inline void adam_row(T* w, T* m, T* v, const T* g, int64_t n, T b1, T b2, T step
   }
 }
 
+// Vectorised float32 versions (optimizers_avx2.cpp); call only when have_avx2_fma().
+bool have_avx2_fma();
+void adagrad_row_avx2(float* w, float* sum, const float* g, int64_t n, float lr, float eps);
+void adam_row_avx2(float* w, float* m, float* v, const float* g, int64_t n, float b1, float b2,
+                   float step_size, float bc2_sqrt, float eps);
+
 }  // namespace pyscall::cpu
