@@ -322,8 +322,9 @@ def test_out_of_range_id_raises_index_error_and_writes_nothing(bad_id):
     ids = torch.tensor([0, 1, bad_id, 2])
     with pytest.raises(IndexError, match="index out of range in self"):
         K.lookup(weight, offsets, widths, ids, 4)
-    with pytest.raises(IndexError, match="index out of range in self"):
-        K.pooled(weight, offsets, widths, ids, torch.tensor([0, 4]), "sum", None, 4)
+    for mode in ("sum", "max"):
+        with pytest.raises(IndexError, match="index out of range in self"):
+            K.pooled(weight, offsets, widths, ids, torch.tensor([0, 2, 4]), mode, None, 4)
     grad = torch.randn(4, 4)
     with pytest.raises(IndexError, match="index out of range in self"):
         K.flat_grad(grad, ids, None, None, None, offsets, widths, weight.numel())

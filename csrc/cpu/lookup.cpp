@@ -7,20 +7,24 @@ namespace pyscall::cpu {
 
 template <typename T>
 void lookup(const Table<T>& t, const int64_t* ids, int64_t n, T* out, int threads) {
-  check_rows(t, ids, n);
+  // Rows are checked inside the single pass (no separate pass of metadata cache misses); out is a
+  // fresh buffer, so rows written before a bad one was found do not matter.
   const int64_t d = t.d_max;
-#pragma omp parallel for num_threads(threads) schedule(static)
+  bool bad = false;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : bad)
   for (int64_t k = 0; k < n; ++k) {
-    if (k + kPrefetchDistance < n) {
-      const int64_t ip = ids[k + kPrefetchDistance];
-      prefetch_row(t.w + t.off[ip], t.wid[ip], 0);
-    }
+    prefetch_ahead(t, ids, k, n);
     const int64_t i = ids[k];
+    if (!row_ok(t, i)) {
+      bad = true;
+      continue;
+    }
     const int64_t w = t.wid[i];
     T* dst = out + k * d;
     std::copy_n(t.w + t.off[i], w, dst);
     std::fill(dst + w, dst + d, T(0));
   }
+  if (bad) check_rows(t, ids, n);  // throws the error for the first bad id
 }
 
 template void lookup<float>(const Table<float>&, const int64_t*, int64_t, float*, int);

@@ -16,15 +16,15 @@ void check_bags(const int64_t* bag_offsets, int64_t bags, int64_t n) {
 }
 
 // Sum (optionally weighted) of the bag's logical rows; only the first width entries get added.
+// Both bag functions return false, leaving the bag unfinished, at a row that fails row_ok.
 template <typename T>
-void sum_bag(const Table<T>& t, const int64_t* ids, int64_t s, int64_t e, const T* psw, T* acc) {
+bool sum_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_t e, const T* psw,
+             T* acc) {
   std::fill(acc, acc + t.d_max, T(0));
   for (int64_t k = s; k < e; ++k) {
-    if (k + kPrefetchDistance < e) {
-      const int64_t ip = ids[k + kPrefetchDistance];
-      prefetch_row(t.w + t.off[ip], t.wid[ip], 0);
-    }
+    prefetch_ahead(t, ids, k, n);
     const int64_t i = ids[k];
+    if (!row_ok(t, i)) return false;
     const int64_t w = t.wid[i];
     const T* row = t.w + t.off[i];
     if (psw) {
@@ -36,27 +36,33 @@ void sum_bag(const Table<T>& t, const int64_t* ids, int64_t s, int64_t e, const 
       for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
     }
   }
+  return true;
 }
 
 // Elementwise max over the bag's logical rows (entries past a width are 0); am gets the position
 // in ids of the first maximum.
 template <typename T>
-void max_bag(const Table<T>& t, const int64_t* ids, int64_t s, int64_t e, T* acc, int64_t* am) {
+bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_t e, T* acc,
+             int64_t* am) {
   const int64_t d = t.d_max;
   if (s == e) {
     std::fill(acc, acc + d, T(0));
     std::fill(am, am + d, int64_t(-1));
-    return;
+    return true;
   }
   {
+    prefetch_ahead(t, ids, s, n);
     const int64_t i = ids[s];
+    if (!row_ok(t, i)) return false;
     const int64_t w = t.wid[i];
     std::copy_n(t.w + t.off[i], w, acc);
     std::fill(acc + w, acc + d, T(0));
     std::fill(am, am + d, s);
   }
   for (int64_t k = s + 1; k < e; ++k) {
+    prefetch_ahead(t, ids, k, n);
     const int64_t i = ids[k];
+    if (!row_ok(t, i)) return false;
     const int64_t w = t.wid[i];
     const T* row = t.w + t.off[i];
     for (int64_t j = 0; j < w; ++j) {
@@ -70,6 +76,7 @@ void max_bag(const Table<T>& t, const int64_t* ids, int64_t s, int64_t e, T* acc
       am[j] = gt ? k : am[j];
     }
   }
+  return true;
 }
 
 }  // namespace
@@ -79,22 +86,27 @@ void pooled(const Table<T>& t, const int64_t* ids, int64_t n, const int64_t* bag
             int64_t bags, PoolMode mode, const T* per_sample_weights, T* out, int64_t* argmax,
             int threads) {
   check_bags(bag_offsets, bags, n);
-  check_rows(t, ids, n);
+  // Rows are checked in the single pass, as in lookup (outputs are fresh buffers).
   const int64_t d = t.d_max;
-#pragma omp parallel for num_threads(threads) schedule(static)
+  bool bad = false;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : bad)
   for (int64_t b = 0; b < bags; ++b) {
     const int64_t s = bag_offsets[b], e = bag_offsets[b + 1];
     T* acc = out + b * d;
     if (mode == PoolMode::kMax) {
-      max_bag(t, ids, s, e, acc, argmax + b * d);
+      if (!max_bag(t, ids, n, s, e, acc, argmax + b * d)) bad = true;
       continue;
     }
-    sum_bag(t, ids, s, e, per_sample_weights, acc);
+    if (!sum_bag(t, ids, n, s, e, per_sample_weights, acc)) {
+      bad = true;
+      continue;
+    }
     if (mode == PoolMode::kMean && e > s) {
       const T count = static_cast<T>(e - s);
       for (int64_t j = 0; j < d; ++j) acc[j] /= count;  // divide, as torch does
     }
   }
+  if (bad) check_rows(t, ids, n);  // throws the error for the first bad id
 }
 
 template void pooled<float>(const Table<float>&, const int64_t*, int64_t, const int64_t*, int64_t,
