@@ -23,9 +23,10 @@ def _sqrt(x, ACC: tl.constexpr):
     """IEEE-rounded square root, as torch computes it: float64 sqrt is always exact-rounded on the GPU,
     float32 needs sqrt_rn (tl.sqrt is the fast approximate one there)."""
     if ACC == tl.float64:
-        return tl.sqrt(x)
+        r = tl.sqrt(x)
     else:
-        return tl.sqrt_rn(x)
+        r = tl.sqrt_rn(x)
+    return r
 
 
 @triton.jit
