@@ -10,7 +10,8 @@ import triton.language as tl
 
 from ._common import UPDATE_DTYPES, acc_dtype, check_ids, check_tensor, check_weight, num_warps, row_tile
 
-FLAT, SGD, ADAGRAD, ROWWISE_ADAGRAD, ADAM = range(5)
+# Kernel variants (constexpr globals so that @triton.jit code may read them when compiled for a GPU).
+FLAT, SGD, ADAGRAD, ROWWISE_ADAGRAD, ADAM = (tl.constexpr(i) for i in range(5))
 OPTIMIZERS = {"sgd": SGD, "adagrad": ADAGRAD, "rowwise_adagrad": ROWWISE_ADAGRAD, "adam": ADAM}
 STATE_COUNT = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 0, "adam": 2}
 # Hyper-parameters travel in a small tensor of the weight's dtype: Triton passes Python floats as float32,
@@ -159,7 +160,7 @@ def _launch(opt, grad_src, ids, src_index, scale, argmax, offsets, widths, weigh
     perm, uniq, bounds = _segments(ids)
     n_unique = uniq.numel()
     d_max = grad_src.shape[1]
-    if opt == ROWWISE_ADAGRAD:
+    if opt.value == ROWWISE_ADAGRAD.value:
         block_rows, block_d = row_tile(d_max, 4096, triton.next_power_of_2(max(d_max, 1)))
     else:
         block_rows, block_d = row_tile(d_max, 2048, 64)
@@ -171,7 +172,7 @@ def _launch(opt, grad_src, ids, src_index, scale, argmax, offsets, widths, weigh
         uniq, bounds, n_unique, offsets, widths, offsets.numel(), weight, out,
         s1 if s1 is not None else weight, s2 if s2 is not None else weight,
         row_state if row_state is not None else weight, hp if hp is not None else weight,
-        OPT=opt, HAS_SRC=src_index is not None, HAS_SCALE=scale is not None, HAS_ARGMAX=argmax is not None,
+        OPT=opt.value, HAS_SRC=src_index is not None, HAS_SCALE=scale is not None, HAS_ARGMAX=argmax is not None,
         ACC=acc_dtype(weight.dtype), BLOCK_ROWS=block_rows, BLOCK_D=block_d,
         num_warps=num_warps(block_rows, block_d))
 
