@@ -177,6 +177,19 @@ def test_pooled_matches_dense(dtype, mode, weighted, d_max):
         assert argmax is None
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pooled_half_accumulates_in_float32(dtype):
+    gen = torch.Generator().manual_seed(4)
+    weight, offsets, widths, _ = make_table(gen, 20, 9, dtype)
+    ids, bag_offsets = ids_and_bags(gen, 40, 20, 5)
+    table = dense(weight, offsets, widths, 9)
+    for mode in ("sum", "max"):
+        out, _ = K.pooled(weight, offsets, widths, ids, bag_offsets, mode, None, 9)
+        ref, _ = ref_pooled(table, ids, bag_offsets, mode, None)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.double(), ref.to(dtype).double(), rtol=1e-2, atol=1e-2)
+
+
 def test_pooled_large_bag_many_steps():
     """One bag longer than a program's step: the running max keeps the FIRST maximum across steps."""
     gen = torch.Generator().manual_seed(3)
