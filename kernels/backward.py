@@ -2,7 +2,8 @@
 gradient (drop-in mode) or a fused optimizer update of each touched row's first width entries.
 
 Combining: positions are sorted stably by id, so each unique id owns a contiguous segment of positions in
-position order; one program lane reduces its segment sequentially. No atomics anywhere.
+position order; the lane at a segment's first position reduces it sequentially, the other lanes idle. Segment
+ends come from searchsorted, so there is no host sync and no atomics anywhere.
 """
 import torch
 import triton
@@ -56,19 +57,23 @@ def _segment_grad(grad_ptr, grad_stride, perm_ptr, src_ptr, scale_ptr, argmax_pt
 
 
 @triton.jit
-def _backward_kernel(grad_ptr, grad_stride, perm_ptr, src_ptr, scale_ptr, argmax_ptr, uniq_ptr, seg_ptr, n_unique,
+def _backward_kernel(grad_ptr, grad_stride, perm_ptr, src_ptr, scale_ptr, argmax_ptr, sorted_ptr, seg_end_ptr, n,
                      offsets_ptr, widths_ptr, num_rows, weight_ptr, out_ptr, s1_ptr, s2_ptr, row_state_ptr, hp_ptr,
                      OPT: tl.constexpr, HAS_SRC: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_ARGMAX: tl.constexpr,
                      ACC: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    # One program: BLOCK_ROWS unique ids; columns in BLOCK_D chunks up to the widest row of the tile.
-    u = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    u_ok = u < n_unique
-    row = tl.load(uniq_ptr + u, mask=u_ok, other=0)
-    row_ok = u_ok & (row >= 0) & (row < num_rows)
+    # One program: BLOCK_ROWS sorted positions; a lane works only if its position starts a segment (one unique id).
+    # Columns go in BLOCK_D chunks up to the widest row of the tile.
+    p = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    p_ok = p < n
+    row = tl.load(sorted_ptr + p, mask=p_ok, other=0)
+    prev = tl.load(sorted_ptr + p - 1, mask=p_ok & (p > 0), other=0)
+    first = p_ok & ((p == 0) | (prev != row))
+    row_ok = first & (row >= 0) & (row < num_rows)
     off = tl.load(offsets_ptr + row, mask=row_ok, other=0)
-    width = tl.minimum(tl.load(widths_ptr + row, mask=row_ok, other=0), grad_stride)
-    seg_lo = tl.load(seg_ptr + u, mask=u_ok, other=0)
-    seg_hi = tl.load(seg_ptr + u + 1, mask=u_ok, other=0)
+    width = tl.minimum(tl.load(widths_ptr + row, mask=row_ok, other=0), grad_stride)  # 0 on idle lanes
+    seg_lo = p
+    seg_hi = tl.load(seg_end_ptr + p, mask=row_ok, other=0)
+    seg_hi = tl.where(row_ok, seg_hi, seg_lo)  # idle lanes: empty segment
     max_len = tl.max(seg_hi - seg_lo, axis=0)
     if OPT == ROWWISE_ADAGRAD:
         # The launcher makes BLOCK_D >= d_max: the whole row is in one tile, so g is computed once.
@@ -147,29 +152,25 @@ def _check_grad_args(grad_src, ids, src_index, scale, argmax, offsets, widths, d
 
 
 def _segments(ids):
-    """(perm, unique ids, segment bounds [U+1]): positions stably sorted by id, one segment per unique id."""
+    """(sorted ids, perm, segment end of each sorted position): positions stably sorted by id."""
     sorted_ids, perm = torch.sort(ids, stable=True)
-    is_first = torch.ones_like(sorted_ids, dtype=torch.bool)
-    is_first[1:] = sorted_ids[1:] != sorted_ids[:-1]
-    starts = torch.nonzero(is_first).flatten()  # the one host sync: the number of unique ids sizes the grid
-    bounds = torch.cat([starts, starts.new_full((1,), ids.numel())])
-    return perm, sorted_ids[starts], bounds
+    return sorted_ids, perm, torch.searchsorted(sorted_ids, sorted_ids, right=True)
 
 
 def _launch(opt, grad_src, ids, src_index, scale, argmax, offsets, widths, weight, out, s1, s2, row_state, hp):
-    perm, uniq, bounds = _segments(ids)
-    n_unique = uniq.numel()
+    sorted_ids, perm, seg_end = _segments(ids)
+    n = ids.numel()
     d_max = grad_src.shape[1]
     if opt.value == ROWWISE_ADAGRAD.value:
         block_rows, block_d = row_tile(d_max, 4096, triton.next_power_of_2(max(d_max, 1)))
     else:
         block_rows, block_d = row_tile(d_max, 2048, 64)
     dummy = grad_src
-    grid = (triton.cdiv(n_unique, block_rows),)
+    grid = (triton.cdiv(n, block_rows),)
     _backward_kernel[grid](
         grad_src, d_max, perm, src_index if src_index is not None else dummy,
         scale if scale is not None else dummy, argmax if argmax is not None else dummy,
-        uniq, bounds, n_unique, offsets, widths, offsets.numel(), weight, out,
+        sorted_ids, seg_end, n, offsets, widths, offsets.numel(), weight, out,
         s1 if s1 is not None else weight, s2 if s2 is not None else weight,
         row_state if row_state is not None else weight, hp if hp is not None else weight,
         OPT=opt.value, HAS_SRC=src_index is not None, HAS_SCALE=scale is not None, HAS_ARGMAX=argmax is not None,
@@ -210,7 +211,9 @@ def fused_update(grad_src, ids, src_index, scale, argmax, offsets, widths, weigh
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
     hp = torch.tensor([lr, eps, beta1, beta2, weight_decay, lr / bc1 if bc1 else 0.0, bc2 ** 0.5],
-                      dtype=weight.dtype).to(device)
+                      dtype=weight.dtype)
+    if device.type == "cuda":  # pinned + non_blocking: no stream sync on the way in
+        hp = hp.pin_memory().to(device, non_blocking=True)
     _launch(OPTIMIZERS[optimizer], grad_src, ids, src_index, scale, argmax, offsets, widths, weight, weight,
             state[0] if state else None, state[1] if len(state) > 1 else None,
             row_state if optimizer == "rowwise_adagrad" else None, hp)

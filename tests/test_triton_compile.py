@@ -46,7 +46,7 @@ def compile_all():
                 block_d = 256 if opt == 3 else 64
                 compile_one(_backward_kernel, dict(
                     grad_ptr=f"*{wt}", grad_stride="i32", perm_ptr="*i64", src_ptr="*i64", scale_ptr=f"*{wt}",
-                    argmax_ptr="*i64", uniq_ptr="*i64", seg_ptr="*i64", n_unique="i32", weight_ptr=f"*{wt}",
+                    argmax_ptr="*i64", sorted_ptr="*i64", seg_end_ptr="*i64", n="i32", weight_ptr=f"*{wt}",
                     out_ptr=f"*{wt}", s1_ptr=f"*{wt}", s2_ptr=f"*{wt}", row_state_ptr="*fp32", hp_ptr=f"*{wt}",
                     **table),
                     dict(OPT=opt, HAS_SRC=has_src, HAS_SCALE=has_scale, HAS_ARGMAX=has_argmax, ACC=acc,

@@ -224,6 +224,21 @@ def test_flat_grad_matches_dense(dtype, mode, d_max):
     assert_close(out, ref, dtype)
 
 
+def test_flat_grad_segment_spanning_many_programs():
+    """One id repeated far beyond a program's rows: its segment crosses program boundaries and is summed once."""
+    gen = torch.Generator().manual_seed(13)
+    d_max = 100  # 32 sorted positions per program
+    weight, offsets, widths, capacity = make_table(gen, 12, d_max, torch.float64)
+    ids = torch.cat([torch.full((200,), 2), torch.randint(0, 12, (50,), generator=gen)])
+    ids = ids[torch.randperm(250, generator=gen)]
+    grad = torch.randn(250, d_max, generator=gen, dtype=torch.float64)
+    out = K.flat_grad(grad, ids, None, None, None, offsets, widths, capacity)
+    ref = torch.zeros(capacity, dtype=torch.float64)
+    for i, g in ref_row_grads(grad, ids, None, None, None, widths, d_max).items():
+        ref[int(offsets[i]):int(offsets[i]) + int(widths[i])] = g[:int(widths[i])]
+    assert_close(out, ref, torch.float64)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("mode", ["padded", "sum", "max"])
