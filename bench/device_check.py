@@ -386,9 +386,7 @@ def copy_ms(n_bytes, iters):
     """Device-to-device copy moving n_bytes in total (n_bytes / 2 read + n_bytes / 2 written)."""
     a = torch.empty(max(n_bytes // 8, 1), dtype=torch.float32, device=DEV)
     b = torch.empty_like(a)
-    ms = timer(lambda: b.copy_(a), iters)
-    del a, b
-    return ms
+    return timer(lambda: b.copy_(a), iters)
 
 
 def record(case, op, ms, n_bytes, copy_time, torch_ms):
@@ -469,10 +467,6 @@ def time_case(label, n_rows, d_max, mean_width, n, bag_size, iters):
         nb = grad_read + 2 * per_elem_rw * uniq_bytes
         t_torch = torch_step_ms(emb, torch_opt(emb.parameters()), lambda: (ids,), grad, iters)
         record(label, f"backward+{opt_name}", timer(run, iters), nb, copy_ms(nb, iters), t_torch)
-        del state, row_state
-    del emb, bag, weight, grad
-    if DEV.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def time_movement(label, n_rows, d_max, mean_width, iters):
@@ -537,6 +531,8 @@ def main():
             moves, miters = 10_000_000, 5
         for label, mean_width in (("mean width 16, d 256", 16), ("all widths = d 256", 256)):
             guarded(f"timing {label}", lambda: time_case(label, d_max=256, mean_width=mean_width, **sizes))
+            if DEV.type == "cuda":
+                torch.cuda.empty_cache()  # the re-layout below needs tens of GB
             guarded(f"movement {label}", time_movement, label, moves, 256, mean_width, miters)
     print(f"\npyscall device check: {card} | torch {torch.__version__} | triton {triton.__version__} | "
           f"pyscall {pyscall.__version__} | {time.perf_counter() - t0:.0f} s")

@@ -1,5 +1,4 @@
 """Padded lookup: ids -> [N, d_max], each row's first width values then zeros."""
-import torch
 import triton
 import triton.language as tl
 
