@@ -19,10 +19,10 @@ def open_text(path):
     return open(path, "r", encoding="utf-8", newline="")
 
 
-def chunks(lines, size=CHUNK_LINES):
-    """Yield lists of at most ``size`` items from an iterator."""
+def chunks(lines):
+    """Yield lists of at most ``CHUNK_LINES`` items from an iterator."""
     it = iter(lines)
-    while chunk := list(islice(it, size)):
+    while chunk := list(islice(it, CHUNK_LINES)):
         yield chunk
 
 
