@@ -54,10 +54,11 @@ def fit_to_budget(weights: np.ndarray, total: int, d_min: int, d_max: int) -> np
     total = feasible_total(total, n, d_min, d_max)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    positive = weights[weights > 0]
-    if len(positive) == 0:
-        weights, positive = np.ones(n), np.ones(n)
-    lo, hi = 0.0, d_max / positive.min()   # at hi every positive weight is clipped to d_max
+    if not (weights > 0).any():
+        weights = np.ones(n)
+    # Zero weights become tiny: those rows stay at d_min until every other row is at d_max.
+    weights = np.maximum(weights, weights.max() * 1e-12)
+    lo, hi = 0.0, d_max / weights.min()   # at hi every row is clipped to d_max
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         if np.clip(mid * weights, d_min, d_max).sum() <= total:
@@ -144,7 +145,8 @@ class FrequencyRulePolicy(SizePolicy):
 
 
 class FixedAlphaPolicy(SizePolicy):
-    """SCALL's size distribution with a fixed action: user share w of P, power-law shapes alpha_u, alpha_i."""
+    """SCALL's size distribution with a fixed action: user share w of P, power-law shapes alpha_u, alpha_i
+    (`power_law_sizes`: rank fraction r gets a size proportional to (1 - r) ** (1 / alpha))."""
     name = "fixed-alpha"
 
     def __init__(self, alpha_user: float = 0.5, alpha_item: float = 0.5, user_share: float = 0.5):
@@ -156,6 +158,12 @@ class FixedAlphaPolicy(SizePolicy):
 
     def sizes(self, ctx):
         p_users = int(round(self.user_share * ctx.budget))
+        # Where the fixed share leaves one side below n * d_min or above n * d_max, move the difference to
+        # the other side (if the total allows), so the two sides together stay budget-exact.
+        low = max(ctx.n_users * ctx.d_min, ctx.budget - ctx.n_items * ctx.d_max)
+        high = min(ctx.n_users * ctx.d_max, ctx.budget - ctx.n_items * ctx.d_min)
+        if low <= high:
+            p_users = min(max(p_users, low), high)
         users = power_law_sizes(ctx.user_freq, p_users, self.alpha_user, ctx.d_min, ctx.d_max)
         items = power_law_sizes(ctx.item_freq, ctx.budget - p_users, self.alpha_item, ctx.d_min, ctx.d_max)
         return users.to(torch.int32), items.to(torch.int32)
