@@ -33,7 +33,7 @@ def summarize(rows: list[dict]) -> dict:
     for policy in dict.fromkeys(r["policy"] for r in rows):
         mine = [r for r in rows if r["policy"] == policy]
         scored = [r for r in mine if r["segment"] >= 1] or mine
-        out[policy] = {**{m: float(np.mean([r[m] for r in scored])) for m in METRICS},
+        out[policy] = {**{m: float(np.nanmean([r[m] for r in scored])) for m in METRICS},
                        "segments_scored": len(scored), "eval_users": int(sum(r["eval_users"] for r in scored)),
                        "max_bytes": max(r["bytes"] for r in mine), "wall_s": float(sum(r["wall_s"] for r in mine))}
     return out

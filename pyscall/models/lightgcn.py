@@ -29,6 +29,20 @@ def normalized_adjacency(pairs: np.ndarray, n_users: int, n_items: int, device=N
         return coo.to(dtype=dtype).to_sparse_csr().to(device)
 
 
+class _SymmetricPropagate(torch.autograd.Function):
+    """graph @ x for a symmetric sparse graph: the gradient is graph @ grad as well. (torch's own backward
+    of a CSR product transposes the matrix on every call, which costs seconds on a large graph.)"""
+
+    @staticmethod
+    def forward(ctx, graph, x):
+        ctx.graph = graph
+        return graph @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, ctx.graph @ grad
+
+
 class LightGCN(nn.Module):
     """`graph` is `normalized_adjacency` of all training interactions so far; set it with `set_graph`."""
 
@@ -58,7 +72,7 @@ class LightGCN(nn.Module):
         x = torch.cat([ego_u, ego_i])
         total = x
         for _ in range(self.layers):
-            x = self.graph @ x
+            x = _SymmetricPropagate.apply(self.graph, x)
             total = total + x
         final = total / (self.layers + 1)
         return final[:n_users], final[n_users:], ego_u, ego_i
