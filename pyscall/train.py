@@ -285,7 +285,9 @@ class StreamTrainer:
                     "policy": self.policy_rng.bit_generator.state,
                     "torch": torch.get_rng_state(),
                     "numpy": _numpy_global_state(),
-                    "python": random.getstate()},
+                    "python": random.getstate(),
+                    # appended rows draw their init on the table's device
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -312,6 +314,8 @@ class StreamTrainer:
         torch.set_rng_state(rng["torch"])
         _set_numpy_global_state(rng["numpy"])
         random.setstate(_tuples(rng["python"]))
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
 
 
 def _numpy_global_state():
