@@ -4,7 +4,7 @@ from .errors import DataFormatError
 from .interactions import Interactions
 from .loaders import FORMATS, load, load_amazon, load_csv, load_movielens, load_online_retail, load_yelp
 from .stream import Segment, Stream, prepare_stream
-# from .synthetic import synthetic_stream
+from .synthetic import synthetic_stream
 
 __all__ = [
     "DataFormatError", "Interactions", "FORMATS", "load", "load_amazon", "load_csv", "load_movielens",
