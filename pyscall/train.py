@@ -40,10 +40,10 @@ class TrainConfig:
     d_min: int = 1
     layers: int = 3               # LightGCN propagation layers
     # Scaled down from the paper (batch 10,000, evaluate every 200 batches, train to convergence) so that the
-    # default run on the embedded stream (13 monthly segments) takes minutes on 2 cores: a LightGCN batch
+    # default run on the embedded stream (13 monthly segments) takes a few minutes on 2 cores: a LightGCN batch
     # costs one propagation over the whole graph whatever its size, so batches are large and few.
     batch_size: int = 8192
-    max_batches: int = 100        # per segment: training always ends
+    max_batches: int = 200        # per segment: training always ends
     eval_every: int = 20          # batches between validation checks
     patience: int = 3             # validation checks without improvement before stopping
     lr: float = 0.03              # Adam, decayed x lr_decay every lr_decay_every batches, floored at lr_min
@@ -165,7 +165,7 @@ class StreamTrainer:
         cfg = self.config
         budget = self.budget.params(seg.n_users, seg.n_items)
         ctx = SizeContext(seg.index, seg.user_frequency(), seg.item_frequency(), budget, cfg.d_min, cfg.d_max,
-                          self.policy_rng)
+                          self.policy_rng, segment=seg)
         user_w, item_w = (w.to(torch.int32) for w in self.policy.sizes(ctx))
         if user_w.shape != (seg.n_users,) or item_w.shape != (seg.n_items,):
             raise ValueError(f"policy {self.policy.name!r} returned {tuple(user_w.shape)} user and "

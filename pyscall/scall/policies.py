@@ -8,7 +8,7 @@ The learned SCALL agent plugs in as one more class with the same `sizes` method.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -18,13 +18,14 @@ from .sizes import power_law_sizes
 
 @dataclass
 class SizeContext:
-    segment: int                  # segment index t
+    index: int                    # segment index t
     user_freq: np.ndarray         # int64 [n_users]: interactions in the segment's training part
     item_freq: np.ndarray         # int64 [n_items]
     budget: Optional[int]         # parameters P for all user and item rows; None: no budget
     d_min: int
     d_max: int
     rng: np.random.Generator      # the only source of randomness a policy may use
+    segment: Any = None           # the pyscall.data.Segment itself, for policies that train probes on it
 
     @property
     def n_users(self) -> int:
