@@ -1,7 +1,8 @@
 """Wall time per segment and peak memory of the streaming trainer (LightGCN and MF).
 
     python bench/bench_stream.py                                    # embedded Online Retail, both models
-    python bench/bench_stream.py --data synthetic:1000000,1000000,5000000 --models mf --segments 3
+    python bench/bench_stream.py --data synthetic:1000000,1000000,5000000 --models mf --segments 3 \
+        --eval-users 2000
     python bench/bench_stream.py --threads 1
 
 Runs one policy (uniform by default) through `StreamTrainer` for each model and prints, per segment, the
@@ -34,7 +35,7 @@ def _one(args) -> None:
     stream = prepare_stream(inter, **seg_kw, seed=0)
     prep = time.perf_counter() - start
     cfg = TrainConfig(model=args.model, d_max=args.d_max, batch_size=args.batch_size, max_batches=args.max_batches,
-                      eval_every=args.eval_every)
+                      eval_every=args.eval_every, eval_users=args.eval_users)
     trainer = StreamTrainer(stream, make_policy(args.policy), cfg, Budget(mean_size=args.mean_size))
     rows = []
     for _ in stream.segments:
@@ -61,6 +62,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--max-batches", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--eval-users", type=int, default=None, help="evaluate at most this many users a segment")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     if args.model:

@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=defaults.eval_every)
     train.add_argument("--patience", type=int, default=defaults.patience)
     train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--eval-users", type=int, default=None,
+                       help="evaluate a seeded sample of at most this many users per segment (huge streams)")
     train.add_argument("--device", default="cpu")
     train.add_argument("--seed", type=int, default=0)
 
@@ -135,7 +137,8 @@ def stream_command(args) -> int:
     budget = Budget(megabytes=args.budget_mb, mean_size=args.mean_size)
     config = TrainConfig(model=args.model, d_max=args.d_max, d_min=args.d_min, layers=args.layers,
                          batch_size=args.batch_size, max_batches=args.max_batches, eval_every=args.eval_every,
-                         patience=args.patience, lr=args.lr, device=args.device, seed=args.seed)
+                         patience=args.patience, lr=args.lr, eval_users=args.eval_users, device=args.device,
+                         seed=args.seed)
     out = Path(args.out)
     tqdm, batch_bar = _progress(args)
     say = tqdm.write if tqdm else print

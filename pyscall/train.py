@@ -52,6 +52,7 @@ class TrainConfig:
     lr_min: float = 1e-3
     l2: float = 1e-4
     init_std: float = 0.01        # new rows start at N(0, init_std)
+    eval_users: Optional[int] = None  # evaluate a seeded sample of at most this many users (huge streams)
     device: str = "cpu"
     seed: int = 0
 
@@ -60,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
         if not 0 <= self.d_min <= self.d_max or self.d_max < 1:
             raise ValueError(f"need 0 <= d_min <= d_max and d_max >= 1, got {self.d_min}, {self.d_max}")
+        if self.eval_users is not None and self.eval_users < 1:
+            raise ValueError(f"eval_users must be >= 1 or None, got {self.eval_users}")
         for name in ("batch_size", "max_batches", "eval_every", "patience", "lr_decay_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -199,6 +202,17 @@ class StreamTrainer:
         m = ranking_metrics(self.model.scorer(), pairs, mask, n_items, ks=(20,))
         return 0.5 * (m["recall@20"] + m["ndcg@20"])
 
+    def _eval_sample(self, pairs: np.ndarray, index: int) -> np.ndarray:
+        """The held-out pairs of at most `eval_users` users, sampled with their own seed (so the sample does
+        not move the training RNGs)."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        users = np.unique(pairs[:, 0])
+        if self.config.eval_users is None or len(users) <= self.config.eval_users:
+            return pairs
+        rng = np.random.default_rng([self.config.seed, 2, index])
+        keep = rng.choice(users, self.config.eval_users, replace=False)
+        return pairs[np.isin(pairs[:, 0], keep)]
+
     def _snapshot(self):
         return {k: v.clone() for k, v in self.users.state_dict().items()}, \
             {k: v.clone() for k, v in self.items.state_dict().items()}
@@ -210,7 +224,7 @@ class StreamTrainer:
         if cfg.model == "lightgcn":
             self.model.set_graph(known)
         # Early stopping on validation; under protocol="paper" there is none and the test part is used.
-        check = seg.valid if len(seg.valid) else seg.test
+        check = self._eval_sample(seg.valid if len(seg.valid) else seg.test, seg.index)
         sampler = NegativeSampler(known, seg.n_items)
         info = {"batches": 0, "best_batch": 0, "valid_fitness": float("nan")}
         if len(train) == 0:
@@ -258,7 +272,7 @@ class StreamTrainer:
         used, budget, budget_bytes = self._apply_sizes(seg)
         held = self.held_bytes()
         info = self._train(seg)
-        metrics = ranking_metrics(self.model.scorer(), np.asarray(seg.test, dtype=np.int64).reshape(-1, 2),
+        metrics = ranking_metrics(self.model.scorer(), self._eval_sample(seg.test, seg.index),
                                   _pairs(seg.history, seg.train, seg.valid), seg.n_items)
         row = {"policy": self.policy.name, "model": self.config.model, "segment": seg.index,
                "n_users": seg.n_users, "n_items": seg.n_items, "n_train": len(seg.train),

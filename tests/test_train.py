@@ -65,6 +65,11 @@ def test_every_segment_holds_the_budget(stream, policy, model):
     assert int(users.sum()) + int(items.sum()) == rows[-1]["params"]
 
 
+def test_eval_users_caps_the_evaluated_users(stream):
+    row = StreamTrainer(stream, make_policy("uniform"), _config(eval_users=5), Budget(mean_size=3)).run_segment()
+    assert row["eval_users"] == 5
+
+
 def test_full_policy_ignores_the_budget(stream):
     trainer = StreamTrainer(stream, make_policy("full"), _config(), Budget(mean_size=3))
     row = trainer.run_segment()
