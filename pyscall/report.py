@@ -104,13 +104,13 @@ def plot_sizes(sizes: dict, path) -> None:
         for ax, widths, freq in ((axes[0], uw, uf), (axes[1], iw, if_)):
             n = len(freq)
             order = np.lexsort((-np.arange(n), -np.asarray(freq)))  # most frequent first, newest first on ties
-            ax.plot(np.arange(1, n + 1), np.asarray(widths)[order], label=policy, lw=1)
+            ax.plot(np.arange(1, n + 1), np.asarray(widths)[order], ".", ms=2, label=policy)
     for ax, side in zip(axes, ("users", "items")):
         ax.set_xscale("log")
         ax.set_xlabel(f"{side} by frequency rank (last segment)")
         ax.set_ylabel("embedding width")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(markerscale=4)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
