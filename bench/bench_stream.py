@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from pyscall.train import TrainConfig
+
 
 def _one(args) -> None:
     import torch
@@ -26,7 +28,7 @@ def _one(args) -> None:
     from pyscall.cli import _load_interactions
     from pyscall.data.stream import prepare_stream
     from pyscall.scall.policies import make_policy
-    from pyscall.train import Budget, StreamTrainer, TrainConfig
+    from pyscall.train import Budget, StreamTrainer
 
     start = time.perf_counter()
     inter = _load_interactions(argparse.Namespace(data=args.data, format=None, seed=0))
@@ -59,9 +61,9 @@ def main() -> None:
     p.add_argument("--segments", type=int, default=None, help="equal-count segments (default: monthly)")
     p.add_argument("--mean-size", type=float, default=16)
     p.add_argument("--d-max", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--max-batches", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--max-batches", type=int, default=TrainConfig.max_batches)
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     p.add_argument("--eval-users", type=int, default=None, help="evaluate at most this many users a segment")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
