@@ -106,6 +106,8 @@ def test_yelp_json_lines(tmp_path):
                                                           "date": "01/02/2020"}) + "\n")
     with pytest.raises(DataFormatError, match=r"bad.json:6: expected .*date '%Y-%m-%d %H:%M:%S'"):
         load_yelp(bad)
+    day_only = write(tmp_path / "old.json", json.dumps({"user_id": "u", "business_id": "b", "date": "2020-01-02"}))
+    assert load_yelp(day_only).time.tolist() == [1577836800 + 86400]  # older releases: date only, midnight
 
 
 def test_generic_csv(tmp_path):

@@ -1,3 +1,157 @@
+// Python bindings of the arena: metadata class, plans, CPU replay.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+
+#include "arena/arena.h"
+#include "arena/plan.h"
+
 namespace py = pybind11;
-void bind_arena(py::module_& m) {}
+using pyscall::Arena;
+using pyscall::Plan;
+using pyscall::Step;
+
+namespace {
+
+// Integer inputs arrive as 1-D C-contiguous int32 or int64 numpy arrays; the
+// Python layer converts lists and torch tensors, never floats.
+template <typename Out>
+std::vector<Out> read_ints(const py::array& a, const char* what) {
+  if (a.ndim() != 1)
+    throw py::value_error(std::string(what) + " must be 1-D, got " + std::to_string(a.ndim()) +
+                          " dimensions");
+  if (!(a.flags() & py::array::c_style))
+    throw py::type_error(std::string(what) + " must be C-contiguous");
+  const size_t n = static_cast<size_t>(a.shape(0));
+  std::vector<Out> out(n);
+  if (py::isinstance<py::array_t<int64_t>>(a) && a.itemsize() == 8) {
+    const auto* p = static_cast<const int64_t*>(a.data());
+    for (size_t i = 0; i < n; ++i) {
+      // Out of int32 range cannot be a width: keep it invalid for the check.
+      if (sizeof(Out) == 4 && (p[i] < INT32_MIN || p[i] > INT32_MAX))
+        throw py::value_error(std::string(what) + " value " + std::to_string(p[i]) +
+                              " at position " + std::to_string(i) + " is out of range");
+      out[i] = static_cast<Out>(p[i]);
+    }
+  } else if (py::isinstance<py::array_t<int32_t>>(a) && a.itemsize() == 4) {
+    const auto* p = static_cast<const int32_t*>(a.data());
+    std::copy(p, p + n, out.begin());
+  } else {
+    throw py::type_error(std::string(what) + " must be int32 or int64, got dtype " +
+                         py::str(a.dtype()).cast<std::string>());
+  }
+  return out;
+}
+
+template <typename T>
+py::array_t<T> view(const std::vector<T>& v, py::handle owner) {
+  return py::array_t<T>({static_cast<py::ssize_t>(v.size())}, {sizeof(T)}, v.data(), owner);
+}
+
+std::shared_ptr<Plan> share(Plan&& p) { return std::make_shared<Plan>(std::move(p)); }
+
+}  // namespace
+
+void bind_arena(py::module_& m) {
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const pyscall::BudgetError& e) {
+      py::object cls = py::module_::import("pyscall.errors").attr("BudgetExceededError");
+      PyErr_SetString(cls.ptr(), e.what());
+    }
+  });
+
+  py::class_<Step>(m, "Step", "Row moves: copy `copy` elements src -> dst, zero dst[copy:total].")
+      .def_property_readonly("src", [](py::object s) { return view(s.cast<Step&>().src, s); })
+      .def_property_readonly("dst", [](py::object s) { return view(s.cast<Step&>().dst, s); })
+      .def_property_readonly("copy", [](py::object s) { return view(s.cast<Step&>().copy, s); })
+      .def_property_readonly("total", [](py::object s) { return view(s.cast<Step&>().total, s); })
+      .def_readonly("ordered", &Step::ordered)
+      .def("__len__", &Step::size);
+
+  py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan", "Layout plan: capacity_after + ordered steps.")
+      .def_readonly("capacity_after", &Plan::capacity_after)
+      .def_property_readonly("steps", [](py::object self) {
+        py::list out;
+        for (Step& s : self.cast<Plan&>().steps)
+          out.append(py::cast(&s, py::return_value_policy::reference_internal, self));
+        return out;
+      });
+
+  py::class_<Arena>(m, "Arena", "Ragged-arena metadata (offsets, widths, free extents, budget).")
+      .def(py::init<int64_t, int64_t, int64_t, int64_t>(), py::arg("d_max"),
+           py::arg("bytes_per_element"), py::arg("bytes_per_row"), py::arg("budget_bytes"))
+      .def("append", [](Arena& a, const py::array& w) {
+        return share(a.append(read_ints<int32_t>(w, "widths")));
+      })
+      .def("resize", [](Arena& a, const py::array& ids, const py::array& w) {
+        return share(a.resize(read_ints<int64_t>(ids, "ids"), read_ints<int32_t>(w, "widths")));
+      })
+      .def("set_widths", [](Arena& a, const py::array& w) {
+        return share(a.set_widths(read_ints<int32_t>(w, "widths")));
+      })
+      .def("release", [](Arena& a, const py::array& ids) {
+        return share(a.release(read_ints<int64_t>(ids, "ids")));
+      })
+      .def("compact", [](Arena& a) { return share(a.compact()); })
+      .def("validate", &Arena::validate)
+      .def("stats", [](const Arena& a) {
+        const pyscall::ArenaStats s = a.stats();
+        py::dict d;
+        d["budget_bytes"] = s.budget_bytes;
+        d["capacity_bytes"] = s.capacity_bytes;
+        d["used_bytes"] = s.used_bytes;
+        d["free_bytes"] = s.free_bytes;
+        d["largest_free_bytes"] = s.largest_free_bytes;
+        d["fragmentation"] = s.fragmentation;
+        d["num_rows"] = s.num_rows;
+        d["total_width"] = s.total_width;
+        d["bytes_per_element"] = s.bytes_per_element;
+        d["bytes_per_row"] = s.bytes_per_row;
+        d["metadata_bytes"] = s.metadata_bytes;
+        d["free_extents"] = s.free_extents;
+        return d;
+      })
+      .def_property_readonly("offsets", [](py::object self) {
+        return view(self.cast<Arena&>().offsets(), self);
+      }, "int64 view, valid until the next layout operation")
+      .def_property_readonly("widths", [](py::object self) {
+        return view(self.cast<Arena&>().widths(), self);
+      }, "int32 view, valid until the next layout operation")
+      .def_property_readonly("num_rows", &Arena::num_rows)
+      .def_property_readonly("d_max", &Arena::d_max)
+      .def_property_readonly("capacity", &Arena::capacity)
+      .def_property_readonly("used", &Arena::used, "total width (elements)")
+      .def_property_readonly("max_free_extents", &Arena::max_free_extents);
+
+  m.def(
+      "apply_plan_cpu",
+      [](const Plan& plan, const std::vector<std::tuple<uint64_t, int64_t, int64_t>>& bufs,
+         int num_threads) {
+        std::vector<pyscall::Buffer> buffers;
+        for (auto [ptr, es, numel] : bufs)
+          buffers.push_back({reinterpret_cast<char*>(ptr), es, numel});
+        py::gil_scoped_release unlocked;
+        pyscall::apply_plan_cpu(plan, buffers, num_threads);
+      },
+      py::arg("plan"), py::arg("buffers"), py::arg("num_threads"),
+      "Replay `plan` in place on (data_ptr, elem_size, numel) CPU buffers.");
+  m.def(
+      "apply_relayout_cpu",
+      [](const Plan& plan, const std::vector<std::tuple<uint64_t, int64_t, int64_t>>& from,
+         const std::vector<std::tuple<uint64_t, int64_t, int64_t>>& to, int num_threads) {
+        auto convert = [](const std::vector<std::tuple<uint64_t, int64_t, int64_t>>& bufs) {
+          std::vector<pyscall::Buffer> out;
+          for (auto [ptr, es, numel] : bufs) out.push_back({reinterpret_cast<char*>(ptr), es, numel});
+          return out;
+        };
+        auto f = convert(from), t = convert(to);
+        py::gil_scoped_release unlocked;
+        pyscall::apply_relayout_cpu(plan, f, t, num_threads);
+      },
+      py::arg("plan"), py::arg("from_buffers"), py::arg("to_buffers"), py::arg("num_threads"),
+      "Replay a one-ordered-step plan out of place: read from_buffers, write to_buffers.");
+}

@@ -100,4 +100,7 @@ def _pick_arrived(rng, cum_weight, arrival, time) -> np.ndarray:
     """For each time, an id drawn by weight among the ids arrived by then (a prefix of the ids)."""
     arrived = np.searchsorted(arrival, time, side="right")  # >= 1: id 0 arrives at START
     r = rng.random(time.size) * cum_weight[arrived - 1]
-    return np.minimum(np.searchsorted(cum_weight, r, side="right"), arrived - 1)
+    order = np.argsort(r)  # sorted queries walk the table in order: about 2x faster than random ones
+    picked = np.empty(time.size, dtype=np.int64)
+    picked[order] = np.searchsorted(cum_weight, r[order], side="right")
+    return np.minimum(picked, arrived - 1)

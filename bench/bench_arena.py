@@ -1,0 +1,119 @@
+"""Arena benchmarks; every ratio is against a baseline measured in the same run.
+
+    .venv/bin/python bench/bench_arena.py [--rows 1000000] [--reps 3]
+
+(a) set_widths re-layout of `rows` rows (d_max 256, lognormal widths clipped to
+    [1, 256], mean ~16) to a fresh assignment of the same kind: bytes written /
+    time, as a fraction of a numpy copy of the same bytes (1 and 2 threads).
+(b) `rows` single-row resizes through the batched API (random rows; new width =
+    the old width of another random row; budget 1.2x the used bytes): rows/s as
+    one call and in chunks of 4096.
+(c) metadata bytes per row from memory_stats(), beside data bytes per row.
+"""
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from pyscall.arena import RaggedArena
+
+D_MAX = 256
+
+
+def lognormal_widths(rng, n, mean=16.0, sigma=1.0):
+    w = rng.lognormal(np.log(mean) - sigma**2 / 2, sigma, n)
+    return np.clip(np.rint(w), 1, D_MAX).astype(np.int64)
+
+
+def best_of(reps, fn):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def numpy_copy_seconds(nbytes, reps):
+    """(copy into a warm buffer, copy into a fresh allocation: includes its page faults)."""
+    src = np.random.default_rng(0).random(nbytes // 8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    return best_of(reps, lambda: np.copyto(dst, src)), best_of(reps, lambda: src.copy())
+
+
+def bench_relayout(rows, reps, rng):
+    a_widths, b_widths = lognormal_widths(rng, rows), lognormal_widths(rng, rows)
+    arena = RaggedArena(rows, D_MAX, a_widths)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        times, moved = [], []
+        for r in range(reps):
+            target = b_widths if r % 2 == 0 else a_widths
+            t0 = time.perf_counter()
+            arena.set_widths(target)
+            times.append(time.perf_counter() - t0)
+            moved.append(int(target.sum()) * arena.weight.element_size())
+        k = int(np.argmin(times))
+        t_np, t_fresh = numpy_copy_seconds(moved[k], reps)
+        results.append((threads, moved[k], times[k], t_np, t_fresh))
+    arena.validate()
+    return results, arena.memory_stats()
+
+
+def bench_single_row_resizes(rows, chunk, rng, threads):
+    torch.set_num_threads(threads)
+    widths = lognormal_widths(rng, rows)
+    budget = int(1.2 * widths.sum() * 4)
+    arena = RaggedArena(rows, D_MAX, widths, budget_bytes=budget)
+    ids = rng.integers(0, rows, rows)
+    new = widths[rng.integers(0, rows, rows)]
+    ids_t, new_t = torch.from_numpy(ids), torch.from_numpy(new)
+    t0 = time.perf_counter()
+    for s in range(0, rows, chunk):
+        arena.resize(ids_t[s:s + chunk], new_t[s:s + chunk])
+    seconds = time.perf_counter() - t0
+    arena.validate()
+    return rows / seconds, arena.memory_stats()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--reps", type=int, default=4)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    n = args.rows
+
+    print(f"(a) set_widths re-layout, {n} rows, d_max {D_MAX}, float32 weight, no state")
+    print(f"{'threads':>7} {'MB written':>10} {'arena ms':>9} {'GB/s':>6} {'numpy ms':>9} "
+          f"{'GB/s':>6} {'ratio':>6} {'fresh-copy ms':>13} {'ratio':>6}")
+    relayout, stats_a = bench_relayout(n, args.reps, rng)
+    for threads, nbytes, t, t_np, t_fresh in relayout:
+        print(f"{threads:>7} {nbytes / 1e6:>10.1f} {t * 1e3:>9.1f} {nbytes / t / 1e9:>6.2f} "
+              f"{t_np * 1e3:>9.1f} {nbytes / t_np / 1e9:>6.2f} {t_np / t:>6.1%} "
+              f"{t_fresh * 1e3:>13.1f} {t_fresh / t:>6.1%}")
+
+    print(f"\n(b) {n} single-row resizes, budget 1.2x used bytes")
+    print(f"{'threads':>7} {'pairs/call':>10} {'rows/s':>12} {'metadata B/row':>15} "
+          f"{'data B/row':>11} {'free extents':>13}")
+    stats_b = []
+    for threads in (1, 2):
+        for chunk in (n, 4096):
+            rate, st = bench_single_row_resizes(n, chunk, rng, threads)
+            stats_b.append(st)
+            print(f"{threads:>7} {chunk:>10} {rate:>12,.0f} {st['metadata_bytes'] / n:>15.2f} "
+                  f"{st['capacity_bytes'] / n:>11.2f} {st['free_extents']:>13}")
+
+    print("\n(c) metadata bytes per row (memory_stats()['metadata_bytes'] / num_rows)")
+    print(f"  after (a) re-layouts:          {stats_a['metadata_bytes'] / n:6.2f} B/row "
+          f"(data {stats_a['capacity_bytes'] / n:.2f} B/row)")
+    worst = max(stats_b, key=lambda s: s["metadata_bytes"])
+    print(f"  worst after (b) resizes:       {worst['metadata_bytes'] / n:6.2f} B/row "
+          f"(data {worst['capacity_bytes'] / n:.2f} B/row)")
+
+
+if __name__ == "__main__":
+    main()

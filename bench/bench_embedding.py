@@ -1,0 +1,173 @@
+"""Module-level CPU benchmark of pyscall.Embedding / EmbeddingBag against torch, measured in one run.
+
+    python bench/bench_embedding.py                  # 1,000,000 rows, batch 4,096, 1 and 2 threads
+    python bench/bench_embedding.py --rows 100000 --repeat 5   # quicker
+
+Every speed figure is a ratio against a baseline timed in the same process: torch.nn.Embedding
+(sparse=True) with SparseAdam / SGD for training steps, torch.index_select into a preallocated
+output for lookups, and a plain tensor copy for the memory bandwidth. Bandwidth counts bytes read
+plus bytes written (a copy of S bytes moves 2*S). Memory is measured bytes (memory_stats() for
+pyscall, tensor sizes for torch). Results go to stdout and, with --out, to a Markdown file.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import pyscall
+from pyscall.scall import power_law_sizes
+
+
+def timed(fn, repeat: int, warmup: int = 3) -> float:
+    """Median wall time of fn() in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def copy_bandwidth(repeat: int) -> float:
+    src = torch.randn(64 * 2**20)  # 256 MiB
+    dst = torch.empty_like(src)
+    seconds = timed(lambda: dst.copy_(src), repeat)
+    return 2 * src.numel() * 4 / seconds
+
+
+def power_law_widths(rows: int, mean: int, d_max: int) -> torch.Tensor:
+    freq = torch.rand(rows).pow(-1.5)  # heavy-tailed frequencies; sizes follow the frequency rank
+    return power_law_sizes(freq, rows * mean, alpha=0.3, d_min=1, d_max=d_max)
+
+
+def torch_step(d: int, rows: int, optimizer: str, ids, grad):
+    emb = nn.Embedding(rows, d, sparse=True)
+    opt = torch.optim.SparseAdam(emb.parameters()) if optimizer == "adam" else \
+        torch.optim.SGD(emb.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        (emb(ids) * grad).sum().backward()
+        opt.step()
+    return step, emb.weight.numel() * 4 * (3 if optimizer == "adam" else 1)
+
+
+def pyscall_step(d_max: int, rows: int, optimizer: str, ids, grad, widths=None):
+    emb = pyscall.Embedding(rows, d_max, widths=widths, optimizer=optimizer, lr=0.01)
+
+    def step():
+        (emb(ids) * grad).sum().backward()
+    return step, emb.memory_stats()["capacity_bytes"]
+
+
+def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float) -> list[dict]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ids = torch.randint(0, rows, (batch,))
+    results = []
+
+    # Training steps: fused pyscall against torch sparse embedding + optimizer.
+    for label, d_max, widths in [("all widths 64", 64, None),
+                                 ("power law mean 16, d_max 256", 256, power_law_widths(rows, 16, 256))]:
+        grad = torch.randn(batch, d_max)
+        for optimizer in ("adam", "sgd"):
+            base_fn, base_bytes = torch_step(d_max, rows, optimizer, ids, grad)
+            base = timed(base_fn, repeat)
+            ours_fn, ours_bytes = pyscall_step(d_max, rows, optimizer, ids, grad, widths)
+            ours = timed(ours_fn, repeat)
+            results.append(dict(what=f"train step {optimizer}, {label}", threads=threads,
+                                baseline=f"nn.Embedding(sparse) + {'SparseAdam' if optimizer == 'adam' else 'SGD'}",
+                                base_ms=base * 1e3, ours_ms=ours * 1e3, speedup=base / ours,
+                                memory=f"{ours_bytes / 2**20:.0f} MiB vs {base_bytes / 2**20:.0f} MiB "
+                                       f"({ours_bytes / base_bytes:.3f}x)"))
+
+    # Lookups: bytes per second against index_select into a preallocated output at the same d_max.
+    for label, d_max, widths in [("all widths 64", 64, None), ("all widths 256", 256, None),
+                                 ("power law mean 16, d_max 256", 256, power_law_widths(rows, 16, 256))]:
+        dense = torch.randn(rows, d_max)
+        out = torch.empty(batch, d_max)
+        base = timed(lambda: torch.index_select(dense, 0, ids, out=out), repeat)
+        base_bw = 2 * batch * d_max * 4 / base
+        del dense
+        emb = pyscall.Embedding(rows, d_max, widths=widths)
+        bag = pyscall.EmbeddingBag(rows, d_max, widths=widths, mode="sum")
+        read = int(emb.widths[ids].sum()) * 4
+        with torch.no_grad():
+            padded = timed(lambda: emb(ids), repeat)
+            bag_offsets = torch.arange(0, batch, 8)
+            pooled = timed(lambda: bag(ids, bag_offsets), repeat)
+        for kind, seconds, written in [("padded lookup", padded, batch * d_max * 4),
+                                       ("pooled lookup (sum, bags of 8)", pooled, batch // 8 * d_max * 4)]:
+            bw = (read + written) / seconds
+            results.append(dict(what=f"{kind}, {label}", threads=threads, baseline="index_select (same d_max)",
+                                base_ms=base * 1e3, ours_ms=seconds * 1e3, speedup=bw / base_bw,
+                                memory=f"{bw / 1e9:.1f} GB/s = {bw / bandwidth:.0%} of copy; "
+                                       f"index_select {base_bw / 1e9:.1f} GB/s"))
+    results += fbgemm_rows(rows, ids, repeat, threads)
+    return results
+
+
+def fbgemm_rows(rows: int, ids, repeat: int, threads: int) -> list[dict]:
+    """FBGEMM's CPU TBE (fbgemm-gpu-cpu, a benchmark baseline only) on the optimizers it has on the CPU."""
+    try:
+        from fbgemm_gpu.split_embedding_configs import EmbOptimType
+        from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation, PoolingMode
+        from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+            ComputeDevice, SplitTableBatchedEmbeddingBagsCodegen)
+    except ImportError:
+        return []
+    results = []
+    d = 64
+    grad = torch.randn(len(ids), d)
+    bag_offsets = torch.arange(len(ids) + 1)  # one id per bag: the same rows as a padded lookup
+    for ours_name, fb_opt in (("sgd", EmbOptimType.EXACT_SGD), ("rowwise_adagrad", EmbOptimType.EXACT_ROWWISE_ADAGRAD)):
+        tbe = SplitTableBatchedEmbeddingBagsCodegen([(rows, d, EmbeddingLocation.HOST, ComputeDevice.CPU)],
+                                                    optimizer=fb_opt, learning_rate=0.01,
+                                                    pooling_mode=PoolingMode.SUM)
+        base = timed(lambda: (tbe(ids, bag_offsets) * grad).sum().backward(), repeat)
+        del tbe
+        ours_fn, _ = pyscall_step(d, rows, ours_name, ids, grad)
+        ours = timed(ours_fn, repeat)
+        results.append(dict(what=f"train step {ours_name}, all widths 64", threads=threads,
+                            baseline=f"FBGEMM CPU TBE {fb_opt.name}", base_ms=base * 1e3, ours_ms=ours * 1e3,
+                            speedup=base / ours, memory=""))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--out", help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    lines = [f"pyscall {pyscall.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+             f"{args.rows:,} rows, batch {args.batch:,}, median of {args.repeat}",
+             "", "| what | threads | baseline | baseline ms | pyscall ms | ratio | memory / bandwidth |",
+             "|---|---|---|---|---|---|---|"]
+    for threads in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(threads)
+        bandwidth = copy_bandwidth(args.repeat)
+        lines.append(f"| memory copy | {threads} | | | | | {bandwidth / 1e9:.1f} GB/s (read+write) |")
+        for r in run(args.rows, args.batch, args.repeat, threads, bandwidth):
+            lines.append(f"| {r['what']} | {r['threads']} | {r['baseline']} | {r['base_ms']:.3f} | "
+                         f"{r['ours_ms']:.3f} | {r['speedup']:.1f}x | {r['memory']} |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(f"Command: python bench/bench_embedding.py --rows {args.rows} --batch {args.batch} "
+                    f"--repeat {args.repeat} --threads {args.threads}\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,550 @@
+"""GPU device check for pyscall: correctness of every GPU kernel, then timings, in a few minutes.
+
+On the GPU machine (no internet), from the repository root:
+    1. pip install --no-build-isolation .        (or pass --build and this script runs it first)
+    2. python bench/device_check.py              (checks, then timings; exit status 1 on any mismatch or error)
+Here, without a GPU:
+    python bench/device_check.py --cpu-dry-run   (same code path, tiny sizes, CPU, TRITON_INTERPRET=1)
+
+(a) Every Triton op (lookup, pooled, flat_grad, fused_update) and the CUDA arena mover against a float64
+    reference on fresh random data, outputs poisoned before each call, and against pyscall.backend_cpu when
+    it is installed.
+(b) Times forward (padded, pooled), backward + fused update (Adam, row-wise Adagrad) and a 10,000,000-row
+    arena re-layout, at mean width 16 / d_max 256 and all widths = d_max, against torch.nn.Embedding /
+    EmbeddingBag with the matching torch optimizer (sparse gradients + SparseAdam / Adagrad; row-wise Adagrad has
+    no torch twin, so Adagrad stands in), the re-layout against a torch gather/scatter of the same elements, and
+    everything against a device-to-device copy moving the same bytes (the bandwidth ceiling). Bytes counted:
+    forward = ragged values read + output written; backward = grad entries read (first width of each position)
+    + weight and per-element state read and written for the unique rows; re-layout = copied values read + new
+    buffer written.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--build", action="store_true", help="pip install --no-build-isolation . before checking")
+    p.add_argument("--cpu-dry-run", action="store_true", help="tiny sizes on the CPU under TRITON_INTERPRET=1")
+    p.add_argument("--skip-timing", action="store_true", help="correctness checks only")
+    return p.parse_args()
+
+
+ARGS = parse_args()
+if ARGS.cpu_dry_run:
+    os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton
+if ARGS.build:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "."], cwd=ROOT,
+                   check=True)
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+import pyscall  # noqa: E402
+import pyscall.kernels as K  # noqa: E402
+from pyscall import _C  # noqa: E402
+from pyscall.kernels import _common  # noqa: E402
+
+try:
+    import pyscall.backend_cpu as CPU
+except ImportError:
+    CPU = None
+
+DRY = ARGS.cpu_dry_run
+DEV = torch.device("cpu" if DRY else "cuda")
+FAILURES = []
+RESULTS = []  # rows of the final table
+
+
+def note_failure(what, detail):
+    FAILURES.append(f"{what}: {detail}")
+    print(f"  FAIL {what}: {detail}", flush=True)
+
+
+def poisoned_empty(shape, dtype, device):
+    t = torch.empty(shape, dtype=dtype, device=device)
+    return t.fill_(float("nan") if dtype.is_floating_point else -777)
+
+
+PLAIN_EMPTY = _common.empty  # timings use the plain allocator: poisoning would add a write pass per call
+
+
+def compare(what, actual, expected, rtol, atol):
+    if actual.shape != expected.shape:
+        note_failure(what, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}")
+        return
+    a, e = actual.double(), expected.double()
+    bad = ~torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=False)
+    if bool(bad.any()):
+        i = int(bad.flatten().nonzero()[0, 0])
+        note_failure(what, f"{int(bad.sum())} of {bad.numel()} differ, first at flat index {i}: "
+                           f"{a.flatten()[i].item()!r} vs {e.flatten()[i].item()!r}")
+    else:
+        print(f"  ok   {what}", flush=True)
+
+
+# ------------------------------------------------------------------ random tables and float64 references
+
+def make_layout(n_rows, d_max, mean_width, gen, gaps=True):
+    """(offsets, widths int64, capacity) on the host: widths around the mean with 0, 1, d_max and odd ones."""
+    if mean_width >= d_max:
+        widths = torch.full((n_rows,), d_max, dtype=torch.int64)
+    else:
+        widths = torch.poisson(torch.full((n_rows,), float(mean_width)), generator=gen).long().clamp_(0, d_max)
+        widths[:4] = torch.tensor([0, 1, d_max, d_max // 2 | 1])
+    gap = torch.randint(0, 3, (n_rows,), generator=gen) if gaps else torch.zeros(n_rows, dtype=torch.int64)
+    offsets = torch.cumsum(widths + gap, 0) - widths
+    return offsets, widths, int((offsets + widths).max()) + 1
+
+
+def make_table(n_rows, d_max, mean_width, dtype, gen, gaps=True):
+    offsets, widths, capacity = make_layout(n_rows, d_max, mean_width, gen, gaps)
+    weight = torch.randn(capacity, generator=gen, dtype=torch.float64).to(dtype)
+    return weight.to(DEV), offsets.to(DEV), widths.to(torch.int32).to(DEV), capacity
+
+
+def col_mask(widths, d_max):
+    return torch.arange(d_max, device=widths.device)[None, :] < widths.long()[:, None]
+
+
+def dense(weight, offsets, widths, d_max):
+    w = widths.long()
+    rows = torch.repeat_interleave(torch.arange(len(w), device=w.device), w)
+    cols = torch.arange(int(w.sum()), device=w.device) - torch.repeat_interleave(torch.cumsum(w, 0) - w, w)
+    out = torch.zeros(len(w), d_max, dtype=torch.float64, device=w.device)
+    out[rows, cols] = weight[offsets[rows] + cols].double()
+    return out
+
+
+def ref_pooled(table, ids, bag_offsets, mode, psw):
+    n, d = len(ids), table.shape[1]
+    lengths = bag_offsets[1:] - bag_offsets[:-1]
+    b = len(lengths)
+    bag = torch.repeat_interleave(torch.arange(b, device=ids.device), lengths)
+    rows = table[ids] * (psw.double()[:, None] if psw is not None else 1.0)
+    if mode in ("sum", "mean"):
+        out = torch.zeros(b, d, dtype=torch.float64, device=ids.device).index_add_(0, bag, rows)
+        return (out / lengths.clamp(min=1).double()[:, None] if mode == "mean" else out), None
+    idx = bag[:, None].expand(n, d)
+    out = torch.full((b, d), float("-inf"), dtype=torch.float64, device=ids.device).scatter_reduce(
+        0, idx, rows, "amax")
+    k = torch.where(rows == out[bag], torch.arange(n, device=ids.device)[:, None], n)
+    arg = torch.full((b, d), n, dtype=torch.int64, device=ids.device).scatter_reduce(0, idx, k, "amin")
+    empty = (lengths == 0)[:, None]
+    return torch.where(empty, 0.0, out), torch.where(empty, -1, arg)
+
+
+def ref_row_grads(grad, ids, src, scale, argmax, widths, d_max):
+    n = len(ids)
+    pos = torch.arange(n, device=ids.device)
+    s = pos if src is None else src
+    g = grad[s].double()
+    if argmax is not None:
+        g = torch.where(argmax[s] == pos[:, None], g, 0.0)
+    if scale is not None:
+        g = g * scale.double()[:, None]
+    g = g * col_mask(widths[ids], d_max)
+    G = torch.zeros(len(widths), d_max, dtype=torch.float64, device=ids.device).index_add_(0, ids, g)
+    touched = torch.zeros(len(widths), dtype=torch.bool, device=ids.device)
+    touched[ids] = True
+    return G, touched
+
+
+def scatter_rows(flat, rows, values, offsets, widths):
+    """flat[offsets[r] + j] = values[i, j] for the i-th row r of rows and j < widths[r]."""
+    m = col_mask(widths[rows], values.shape[1])
+    r_idx, c_idx = m.nonzero(as_tuple=True)
+    flat[offsets[rows][r_idx] + c_idx] = values[r_idx, c_idx].to(flat.dtype)
+
+
+def ref_update(G, touched, offsets, widths, W, S, R, opt, lr, eps, b1, b2, wd, step):
+    """Contract formulas on float64 copies W (flat), S (list of flat states), R (row state, float32 rounding)."""
+    rows = touched.nonzero().flatten()
+    d_max = G.shape[1]
+    m = col_mask(widths[rows], d_max)
+    gather = lambda flat: dense(flat, offsets[rows], widths[rows], d_max)  # noqa: E731
+    w = gather(W)
+    g = (G[rows] + wd * w) * m
+    if opt == "sgd":
+        w = w - lr * g
+    elif opt == "adagrad":
+        s = gather(S[0]) + g * g
+        scatter_rows(S[0], rows, s, offsets, widths)
+        w = w - lr * g / (s.sqrt() + eps)
+    elif opt == "rowwise_adagrad":
+        width = widths[rows].double()
+        live = width > 0
+        r = (R[rows].double() + ((g * g).sum(1) / width.clamp(min=1)).float().double()).float()
+        R[rows] = torch.where(live, r, R[rows])
+        w = w - lr * g / (r.double().sqrt() + eps)[:, None]
+    else:
+        mm = b1 * gather(S[0]) + (1 - b1) * g
+        vv = b2 * gather(S[1]) + (1 - b2) * g * g
+        scatter_rows(S[0], rows, mm, offsets, widths)
+        scatter_rows(S[1], rows, vv, offsets, widths)
+        w = w - (lr / (1 - b1 ** step)) * mm / (vv.sqrt() / (1 - b2 ** step) ** 0.5 + eps)
+    scatter_rows(W, rows, w, offsets, widths)
+
+
+def random_batch(n, n_rows, n_bags, gen, zipf=True):
+    """ids with heavy duplication (a power-law head, like real traffic) and bags with some empty ones."""
+    if zipf:
+        ids = (torch.rand(n, generator=gen) ** 3 * n_rows).long().clamp_(max=n_rows - 1)
+    else:
+        ids = torch.randint(0, n_rows, (n,), generator=gen)
+    cuts = torch.sort(torch.randint(0, n + 1, (n_bags - 1,), generator=gen)).values
+    bag_offsets = torch.cat([torch.tensor([0]), cuts, torch.tensor([n])])
+    if n_bags > 2:
+        bag_offsets[2] = bag_offsets[1]
+    return ids.to(DEV), bag_offsets.to(DEV)
+
+
+def grad_inputs(kind, ids, bag_offsets, d_max, dtype, table, gen):
+    n = len(ids)
+    if kind == "padded":
+        return torch.randn(n, d_max, generator=gen, dtype=torch.float64).to(dtype).to(DEV), None, None, None
+    lengths = bag_offsets[1:] - bag_offsets[:-1]
+    b = len(lengths)
+    grad = torch.randn(b, d_max, generator=gen, dtype=torch.float64).to(dtype).to(DEV)
+    src = torch.repeat_interleave(torch.arange(b, device=DEV), lengths)
+    if kind == "sum":
+        return grad, src, (torch.rand(n, generator=gen, dtype=torch.float64) + 0.5).to(dtype).to(DEV), None
+    if kind == "mean":
+        return grad, src, (1.0 / lengths.double())[src].to(dtype), None
+    return grad, src, None, ref_pooled(table, ids, bag_offsets, "max", None)[1]
+
+
+# ------------------------------------------------------------------ (a) correctness
+
+def check_kernels(dtype, d_max, mean_width, n_rows, n, n_bags, seed):
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
+    tag = f"{str(dtype).replace('torch.', '')} d_max={d_max} mean_width={mean_width}"
+    gen = torch.Generator().manual_seed(seed)
+    weight, offsets, widths, capacity = make_table(n_rows, d_max, mean_width, dtype, gen)
+    ids, bag_offsets = random_batch(n, n_rows, n_bags, gen)
+    table = dense(weight, offsets, widths, d_max)
+    cpu_args = lambda *ts: [t.cpu() if isinstance(t, torch.Tensor) else t for t in ts]  # noqa: E731
+
+    out = K.lookup(weight, offsets, widths, ids, d_max)
+    compare(f"lookup {tag}", out, table[ids], rtol=0, atol=0)
+    if CPU is not None:
+        compare(f"lookup vs backend_cpu {tag}", out.cpu(), CPU.lookup(*cpu_args(weight, offsets, widths, ids, d_max)),
+                rtol=0, atol=0)
+    for mode, weighted in (("sum", False), ("sum", True), ("mean", False), ("max", False)):
+        psw = (torch.rand(n, generator=gen, dtype=torch.float64) + 0.5).to(dtype).to(DEV) if weighted else None
+        out, arg = K.pooled(weight, offsets, widths, ids, bag_offsets, mode, psw, d_max)
+        ref, ref_arg = ref_pooled(table, ids, bag_offsets, mode, psw)
+        name = f"pooled {mode}{' weighted' if weighted else ''} {tag}"
+        compare(name, out, ref, **tol)
+        if mode == "max":
+            compare(name + " argmax", arg, ref_arg, rtol=0, atol=0)
+        if CPU is not None:
+            c_out, c_arg = CPU.pooled(*cpu_args(weight, offsets, widths, ids, bag_offsets, mode, psw, d_max))
+            compare(name + " vs backend_cpu", out.cpu(), c_out, **tol)
+            if mode == "max":
+                compare(name + " argmax vs backend_cpu", arg.cpu(), c_arg, rtol=0, atol=0)
+
+    for kind in ("padded", "sum", "mean", "max"):
+        grad, src, scale, argmax = grad_inputs(kind, ids, bag_offsets, d_max, dtype, table, gen)
+        G, touched = ref_row_grads(grad, ids, src, scale, argmax, widths, d_max)
+        ref = torch.zeros(capacity, dtype=torch.float64, device=DEV)
+        rows = touched.nonzero().flatten()
+        scatter_rows(ref, rows, G[rows], offsets, widths)
+        out = K.flat_grad(grad, ids, src, scale, argmax, offsets, widths, capacity)
+        compare(f"flat_grad {kind} {tag}", out, ref, **tol)
+        if CPU is not None:
+            compare(f"flat_grad {kind} vs backend_cpu {tag}", out.cpu(),
+                    CPU.flat_grad(*cpu_args(grad, ids, src, scale, argmax, offsets, widths, capacity)), **tol)
+
+    hp = dict(lr=0.02, eps=1e-6, beta1=0.85, beta2=0.97, weight_decay=0.01)
+    for opt, n_state in (("sgd", 0), ("adagrad", 1), ("rowwise_adagrad", 0), ("adam", 2)):
+        w = weight.clone()
+        state = [torch.rand(capacity, generator=gen, dtype=torch.float64).to(dtype).to(DEV) for _ in range(n_state)]
+        row_state = torch.rand(n_rows, generator=gen).to(DEV) if opt == "rowwise_adagrad" else None
+        W, S = w.to(torch.float64, copy=True), [s.to(torch.float64, copy=True) for s in state]  # never aliases
+        R = row_state.clone() if row_state is not None else None
+        cpu_copy = cpu_args(w, *state, row_state) if CPU is not None else None
+        for step in (1, 2):
+            ids_s, bags_s = random_batch(n, n_rows, n_bags, gen)
+            kind = "padded" if step == 1 else "sum"
+            grad, src, scale, argmax = grad_inputs(kind, ids_s, bags_s, d_max, dtype, None, gen)
+            K.fused_update(grad, ids_s, src, scale, argmax, offsets, widths, w, state, row_state, opt,
+                           step=step, **hp)
+            G, touched = ref_row_grads(grad, ids_s, src, scale, argmax, widths, d_max)
+            ref_update(G, touched, offsets, widths, W, S, R, opt, hp["lr"], hp["eps"], hp["beta1"], hp["beta2"],
+                       hp["weight_decay"], step)
+            if cpu_copy is not None:
+                cw, cs, cr = cpu_copy[0], cpu_copy[1:1 + n_state], cpu_copy[-1]
+                CPU.fused_update(*cpu_args(grad, ids_s, src, scale, argmax, offsets, widths), cw, cs, cr, opt,
+                                 step=step, **hp)
+        compare(f"fused {opt} weight (2 steps, whole buffer) {tag}", w, W, **tol)
+        for i, (s, ref_s) in enumerate(zip(state, S)):
+            compare(f"fused {opt} state[{i}] {tag}", s, ref_s, **tol)
+        if row_state is not None:
+            compare(f"fused {opt} row_state {tag}", row_state, R, rtol=1e-5, atol=1e-6)
+        if cpu_copy is not None:
+            compare(f"fused {opt} weight vs backend_cpu {tag}", w.cpu(), cpu_copy[0], **tol)
+
+
+def reference_move(src_buf, dst_buf, src, dst, copy, total):
+    """All moves read before any writes: memmove semantics per move, valid for independent moves."""
+    n = len(src)
+    rep = torch.repeat_interleave(torch.arange(n, device=src.device), total)
+    j = torch.arange(int(total.sum()), device=src.device) - torch.repeat_interleave(torch.cumsum(total, 0) - total,
+                                                                                     total)
+    keep = j < copy[rep]
+    vals = torch.where(keep, src_buf[torch.where(keep, src[rep] + j, 0)], torch.zeros((), dtype=src_buf.dtype,
+                                                                                    device=src.device))
+    dst_buf[dst[rep] + j] = vals
+
+
+def mover():
+    if DEV.type == "cuda" and _C.with_cuda:
+        from pyscall.cuda_move import move_rows
+        return "cuda move_rows", lambda *a: move_rows(*a, validate=False), move_rows
+    return "torch reference mover (no CUDA build or dry run)", reference_move, reference_move
+
+
+def relayout_plan(n_rows, d_max, mean_width, gen):
+    """An ordered step: every live row of a gapped layout, widths changed, packed into a fresh buffer."""
+    old_off, old_w, old_cap = make_layout(n_rows, d_max, mean_width, gen)
+    new_w = (old_w + torch.randint(-3, 4, (n_rows,), generator=gen)).clamp_(0, d_max)
+    new_off = torch.cumsum(new_w, 0) - new_w
+    plan = (old_off, new_off, torch.minimum(old_w, new_w), new_w)
+    return (*(a.to(DEV) for a in plan), old_cap, int(new_w.sum()))
+
+
+def bits(t):
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def check_mover(seed):
+    name, move, checked_move = mover()
+    gen = torch.Generator().manual_seed(seed)
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        tag = f"{name} {str(dtype).replace('torch.', '')}"
+        src, dst, copy, total, old_cap, new_cap = relayout_plan(3000, 64, 13, gen)
+        old = torch.randn(old_cap, generator=gen).to(dtype).to(DEV)
+        new, ref = (torch.full((new_cap,), float("nan"), dtype=dtype, device=DEV) for _ in range(2))
+        move(old, new, src, dst, copy, total)
+        reference_move(old, ref, src, dst, copy, total)
+        compare(f"{tag} ordered out-of-place", bits(new), bits(ref), rtol=0, atol=0)
+        # Unordered, in place: rows of the first half move to disjoint places in the second half, one row shifts
+        # onto itself (overlap), one shrinks in place.
+        buf = torch.randn(2 * old_cap + 64, generator=gen).to(dtype).to(DEV)
+        # Rows 2 (odd width) and 3 (width d_max) stay out of the picked set so that all moves are independent.
+        pick = (4 + torch.randperm(len(src) - 4, generator=gen)[:500]).to(DEV)
+        c, t = copy[pick], total[pick]
+        d = old_cap + 32 + torch.cumsum(t, 0) - t
+        half = copy[2:3] - copy[2:3] // 2
+        s = torch.cat([src[pick], src[2:4]])
+        d = torch.cat([d, src[2:3] + 3, src[3:4]])  # row 2 shifts by 3 inside its own extent; row 3 shrinks
+        c = torch.cat([c, half, copy[3:4] // 2])
+        t = torch.cat([t, half, copy[3:4]])
+        ref = buf.clone()
+        reference_move(buf.clone(), ref, s, d, c, t)
+        move(buf, buf, s, d, c, t)
+        compare(f"{tag} unordered in place (with overlap)", bits(buf), bits(ref), rtol=0, atol=0)
+    if checked_move is not reference_move:
+        try:
+            bad = torch.tensor([5], device=DEV)
+            checked_move(old, new, bad, bad, bad, torch.tensor([10 ** 12], device=DEV))
+            note_failure(f"{name} bad plan", "no IndexError")
+        except IndexError:
+            print(f"  ok   {name} bad plan -> IndexError", flush=True)
+
+
+# ------------------------------------------------------------------ (b) timings
+
+def timer(fn, iters, warmup=3):
+    """Mean milliseconds per call: CUDA events on the GPU (no graphs), wall clock on the CPU."""
+    for _ in range(warmup):
+        fn()
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / iters
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) * 1e3 / iters
+
+
+def copy_ms(n_bytes, iters):
+    """Device-to-device copy moving n_bytes in total (n_bytes / 2 read + n_bytes / 2 written)."""
+    a = torch.empty(max(n_bytes // 8, 1), dtype=torch.float32, device=DEV)
+    b = torch.empty_like(a)
+    return timer(lambda: b.copy_(a), iters)
+
+
+def record(case, op, ms, n_bytes, copy_time, torch_ms):
+    RESULTS.append(dict(case=case, op=op, ms=ms, gbs=n_bytes / ms / 1e6, pct=100 * copy_time / ms,
+                        torch_ms=torch_ms, speedup=(torch_ms / ms) if torch_ms else None))
+    baseline = f"torch {torch_ms:.3f} ms" if torch_ms else "no torch baseline"
+    print(f"  {case:<22} {op:<28} {ms:8.3f} ms  {n_bytes / ms / 1e6:8.1f} GB/s  "
+          f"{100 * copy_time / ms:5.1f}% of copy  {baseline}", flush=True)
+
+
+def torch_step_ms(module, opt, make_input, grad_out, iters):
+    """torch baseline backward + optimizer step (forward outside the timed region is not possible without
+    graphs kept alive, so the forward is run untimed right before each timed backward)."""
+    total = 0.0
+    for i in range(iters + 2):
+        opt.zero_grad(set_to_none=True)
+        out = module(*make_input())
+        if DEV.type == "cuda":
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            out.backward(grad_out)
+            opt.step()
+            e.record()
+            torch.cuda.synchronize()
+            ms = s.elapsed_time(e)
+        else:
+            t0 = time.perf_counter()
+            out.backward(grad_out)
+            opt.step()
+            ms = (time.perf_counter() - t0) * 1e3
+        total += ms if i >= 2 else 0.0
+    return total / iters
+
+
+def time_case(label, n_rows, d_max, mean_width, n, bag_size, iters):
+    gen = torch.Generator().manual_seed(123)
+    weight, offsets, widths, capacity = make_table(n_rows, d_max, mean_width, torch.float32, gen, gaps=False)
+    ids = torch.randint(0, n_rows, (n,), generator=gen).to(DEV)
+    n_bags = n // bag_size
+    bag_offsets = torch.arange(0, n + 1, bag_size, device=DEV)
+    es = 4
+    row_bytes = int(widths.long()[ids].sum()) * es  # the ragged values a lookup must read
+    uniq = torch.unique(ids)
+    uniq_bytes = int(widths.long()[uniq].sum()) * es
+
+    emb = torch.nn.Embedding(n_rows, d_max, device=DEV, sparse=True)
+    bag = torch.nn.EmbeddingBag(n_rows, d_max, mode="sum", device=DEV, sparse=True)
+
+    # Forward, padded: read rows + write [N, d_max].
+    nb = row_bytes + n * d_max * es
+    with torch.no_grad():
+        t_torch = timer(lambda: emb(ids), iters)
+    record(label, "forward padded", timer(lambda: K.lookup(weight, offsets, widths, ids, d_max), iters), nb,
+           copy_ms(nb, iters), t_torch)
+    # Forward, pooled sum.
+    nb = row_bytes + n_bags * d_max * es
+    with torch.no_grad():
+        t_torch = timer(lambda: bag(ids, bag_offsets[:-1]), iters)
+    record(label, f"forward pooled sum (bag {bag_size})",
+           timer(lambda: K.pooled(weight, offsets, widths, ids, bag_offsets, "sum", None, d_max), iters), nb,
+           copy_ms(nb, iters), t_torch)
+    # Backward + fused update from the padded lookup's grad_out.
+    grad = torch.randn(n, d_max, generator=gen).to(DEV)
+    hp = dict(lr=0.01, eps=1e-8, beta1=0.9, beta2=0.999, weight_decay=0.0)
+    grad_read = row_bytes  # only each position's first width entries of grad_out are read
+    for opt_name, per_elem_rw, torch_opt in (
+            ("adam", 3, lambda p: torch.optim.SparseAdam(p, lr=0.01)),
+            ("rowwise_adagrad", 1, lambda p: torch.optim.Adagrad(p, lr=0.01))):
+        state = [torch.zeros(capacity, device=DEV) for _ in range(2 if opt_name == "adam" else 0)]
+        row_state = torch.zeros(n_rows, device=DEV) if opt_name == "rowwise_adagrad" else None
+        step = [0]
+
+        def run():
+            step[0] += 1
+            K.fused_update(grad, ids, None, None, None, offsets, widths, weight, state, row_state, opt_name,
+                           step=step[0], **hp)
+
+        nb = grad_read + 2 * per_elem_rw * uniq_bytes
+        t_torch = torch_step_ms(emb, torch_opt(emb.parameters()), lambda: (ids,), grad, iters)
+        record(label, f"backward+{opt_name}", timer(run, iters), nb, copy_ms(nb, iters), t_torch)
+
+
+def time_movement(label, n_rows, d_max, mean_width, iters):
+    name, move, _ = mover()
+    gen = torch.Generator().manual_seed(321)
+    src, dst, copy, total, old_cap, new_cap = relayout_plan(n_rows, d_max, mean_width, gen)
+    old = torch.randn(old_cap, device=DEV) if DEV.type == "cuda" else torch.randn(old_cap, generator=gen)
+    new = torch.empty(new_cap, device=DEV)
+    nb = int(copy.sum()) * 4 + new_cap * 4  # bytes read + written
+    ms = timer(lambda: move(old, new, src, dst, copy, total), iters)
+    # torch baseline: the same re-layout as one gather + scatter over element indices (needs ~50 bytes of index
+    # memory per element, so only where that fits).
+    torch_ms = timer(lambda: reference_move(old, new, src, dst, copy, total), iters) if new_cap <= 4e8 else None
+    move(old, new, src, dst, copy, total)  # the baseline wrote `new` too: check our mover's own result
+    # Spot-check the timed run on a sample of moves against the reference.
+    pick = torch.randperm(n_rows, generator=gen)[:2000].to(DEV)
+    ref = torch.full_like(new, float("nan"))
+    reference_move(old, ref, src[pick], dst[pick], copy[pick], total[pick])
+    m = col_mask(total[pick].int(), d_max)
+    r_idx, c_idx = m.nonzero(as_tuple=True)
+    at = dst[pick][r_idx] + c_idx
+    compare(f"{name} {label} sample of the timed re-layout", new[at], ref[at], rtol=0, atol=0)
+    del old, new, ref
+    if DEV.type == "cuda":
+        torch.cuda.empty_cache()  # the copy baseline needs the room
+    record(label, f"re-layout {n_rows:,} rows", ms, nb, copy_ms(nb, iters), torch_ms)
+
+
+def guarded(what, fn, *args):
+    try:
+        fn(*args)
+    except Exception as e:  # keep going: one broken part must not hide the others' results
+        note_failure(what, f"{type(e).__name__}: {e}")
+        traceback.print_exc()
+
+
+def main():
+    t0 = time.perf_counter()
+    card = "CPU (dry run, TRITON_INTERPRET=1)" if DRY else torch.cuda.get_device_name()
+    print(f"pyscall device check on {card}: torch {torch.__version__}, triton {triton.__version__}, "
+          f"_C.with_cuda={_C.with_cuda}, backend_cpu={'yes' if CPU else 'absent'}", flush=True)
+    print("(a) correctness", flush=True)
+    _common.empty = poisoned_empty  # every output the ops allocate starts poisoned during the checks
+    if DRY:
+        guarded("kernels f32", check_kernels, torch.float32, 9, 4, 40, 60, 6, 1)
+        guarded("kernels f64", check_kernels, torch.float64, 33, 12, 30, 50, 5, 2)
+        guarded("mover", check_mover, 3)
+    else:
+        guarded("kernels f32 d256", check_kernels, torch.float32, 256, 16, 20000, 30000, 1000, 1)
+        guarded("kernels f32 d37", check_kernels, torch.float32, 37, 37, 5000, 20000, 500, 2)
+        guarded("kernels f64 d256", check_kernels, torch.float64, 256, 16, 5000, 20000, 500, 3)
+        guarded("mover", check_mover, 4)
+    _common.empty = PLAIN_EMPTY
+    print(f"    checks took {time.perf_counter() - t0:.1f} s", flush=True)
+    if not ARGS.skip_timing:
+        print("(b) timings", flush=True)
+        if DRY:
+            sizes = dict(n_rows=300, n=256, bag_size=16, iters=1)
+            moves, miters = 2000, 1
+        else:
+            sizes = dict(n_rows=1_000_000, n=262_144, bag_size=32, iters=20)
+            moves, miters = 10_000_000, 5
+        for label, mean_width in (("mean width 16, d 256", 16), ("all widths = d 256", 256)):
+            guarded(f"timing {label}", lambda: time_case(label, d_max=256, mean_width=mean_width, **sizes))
+            if DEV.type == "cuda":
+                torch.cuda.empty_cache()  # the re-layout below needs tens of GB
+            guarded(f"movement {label}", time_movement, label, moves, 256, mean_width, miters)
+    print(f"\npyscall device check: {card} | torch {torch.__version__} | triton {triton.__version__} | "
+          f"pyscall {pyscall.__version__} | {time.perf_counter() - t0:.0f} s")
+    if RESULTS:
+        print(f"{'case':<22} {'op':<30} {'ms':>9} {'GB/s':>9} {'% copy':>7} {'torch ms':>9} {'speed-up':>9}")
+        for r in RESULTS:
+            tm = f"{r['torch_ms']:9.3f}" if r["torch_ms"] else f"{'-':>9}"
+            su = f"{r['speedup']:8.2f}x" if r["speedup"] else f"{'-':>9}"
+            print(f"{r['case']:<22} {r['op']:<30} {r['ms']:9.3f} {r['gbs']:9.1f} {r['pct']:6.1f}% {tm} {su}")
+    print(f"{len(FAILURES)} failure(s)" + ("".join(f"\n  {f}" for f in FAILURES) if FAILURES else ""))
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+// CPU replay of a Plan on flat buffers, in place.
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "arena/plan.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pyscall {
+
+namespace {
+
+// Below this many moves a step runs on one thread: thread start-up would cost
+// more than it saves.
+constexpr size_t kParallelMoves = 4096;
+
+inline void move_row(char* base, int64_t es, int64_t src, int64_t dst, int64_t copy,
+                     int64_t total) {
+  if (copy > 0 && src != dst) std::memmove(base + dst * es, base + src * es, copy * es);
+  if (total > copy) std::memset(base + (dst + copy) * es, 0, (total - copy) * es);
+}
+
+// An ordered step in parallel. Split it into runs where dst is monotone (a
+// re-layout has two) and each run into chunks, one per thread. Running chunks
+// at once is unsafe only where a later chunk writes what an earlier chunk
+// still reads (a plan never reads what an earlier move wrote, and destinations
+// are disjoint). Those "seam" rows are detected with the read span of all
+// earlier chunks, their sources staged in a scratch buffer first, and written
+// last. In a re-layout seams are the few rows near chunk edges.
+struct Phase {
+  size_t begin, end;
+  std::vector<size_t> chunk_begin;  // one per chunk, plus end; size 2 = sequential
+  std::vector<size_t> seams;        // ascending indices
+  int64_t staged = 0;               // elements staged for the seams
+};
+
+std::vector<Phase> schedule_ordered(const Step& s, int threads) {
+  const size_t k = s.size();
+  std::vector<Phase> phases;
+  size_t i = 0;
+  while (i < k) {
+    size_t j = i + 1;
+    if (j < k) {
+      const bool up = s.dst[j] > s.dst[i];
+      while (j + 1 < k && (s.dst[j + 1] > s.dst[j]) == up) ++j;
+      ++j;
+    }
+    Phase p{i, j, {i, j}, {}, 0};
+    if (threads > 1 && j - i >= kParallelMoves) {
+      std::vector<size_t> cb(threads + 1);
+      for (int c = 0; c <= threads; ++c) cb[c] = i + (j - i) * c / threads;
+      int64_t lo = INT64_MAX, hi = INT64_MIN, moved = 0;
+      for (int c = 0; c < threads; ++c) {
+        for (size_t r = cb[c]; r < cb[c + 1]; ++r) {
+          moved += s.total[r];
+          if (c > 0 && s.total[r] > 0 && s.dst[r] < hi && s.dst[r] + s.total[r] > lo) {
+            p.seams.push_back(r);
+            p.staged += s.copy[r];
+          }
+        }
+        for (size_t r = cb[c]; r < cb[c + 1]; ++r)
+          if (s.copy[r] > 0) {
+            lo = std::min(lo, s.src[r]);
+            hi = std::max(hi, s.src[r] + s.copy[r]);
+          }
+      }
+      // Staging much of the run would cost more than the parallelism gains.
+      if (p.staged * 8 <= moved) {
+        p.chunk_begin = std::move(cb);
+      } else {
+        p.seams.clear();
+        p.staged = 0;
+      }
+    }
+    phases.push_back(std::move(p));
+    i = j;
+  }
+  return phases;
+}
+
+void run_phase(const Step& s, const Phase& p, const Buffer& b, std::vector<char>& scratch) {
+  char* base = b.data;
+  const int64_t es = b.elem_size;
+  const int chunks = static_cast<int>(p.chunk_begin.size()) - 1;
+  if (chunks == 1) {
+    for (size_t r = p.begin; r < p.end; ++r)
+      move_row(base, es, s.src[r], s.dst[r], s.copy[r], s.total[r]);
+    return;
+  }
+  scratch.resize(static_cast<size_t>(p.staged * es));
+  int64_t at = 0;
+  for (size_t r : p.seams) {
+    std::memcpy(scratch.data() + at * es, base + s.src[r] * es, s.copy[r] * es);
+    at += s.copy[r];
+  }
+#pragma omp parallel for num_threads(chunks) schedule(static, 1)
+  for (int c = 0; c < chunks; ++c) {
+    auto seam = std::lower_bound(p.seams.begin(), p.seams.end(), p.chunk_begin[c]);
+    for (size_t r = p.chunk_begin[c]; r < p.chunk_begin[c + 1]; ++r) {
+      if (seam != p.seams.end() && *seam == r) {
+        ++seam;
+        continue;
+      }
+      move_row(base, es, s.src[r], s.dst[r], s.copy[r], s.total[r]);
+    }
+  }
+  at = 0;
+  for (size_t r : p.seams) {
+    std::memcpy(base + s.dst[r] * es, scratch.data() + at * es, s.copy[r] * es);
+    if (s.total[r] > s.copy[r])
+      std::memset(base + (s.dst[r] + s.copy[r]) * es, 0, (s.total[r] - s.copy[r]) * es);
+    at += s.copy[r];
+  }
+}
+
+void run_unordered(const Step& s, const Buffer& b, int threads) {
+  const int64_t k = static_cast<int64_t>(s.size());
+  const int t = k >= static_cast<int64_t>(kParallelMoves) ? threads : 1;
+#pragma omp parallel for num_threads(t) schedule(static)
+  for (int64_t r = 0; r < k; ++r)
+    move_row(b.data, b.elem_size, s.src[r], s.dst[r], s.copy[r], s.total[r]);
+}
+
+// Elements a buffer must hold to be read (first) and written (second) by the plan.
+std::pair<int64_t, int64_t> plan_extent(const Plan& plan) {
+  int64_t read = 0, written = 0;
+  for (const Step& s : plan.steps) {
+    const size_t k = s.size();
+    if (s.dst.size() != k || s.copy.size() != k || s.total.size() != k)
+      throw std::invalid_argument("plan step arrays differ in length");
+    for (size_t r = 0; r < k; ++r) {
+      if (s.src[r] < 0 || s.dst[r] < 0 || s.copy[r] < 0 || s.copy[r] > s.total[r])
+        throw std::invalid_argument("plan move " + std::to_string(r) + " is malformed");
+      if (s.copy[r] > 0) read = std::max(read, s.src[r] + s.copy[r]);
+      written = std::max(written, s.dst[r] + s.total[r]);
+    }
+  }
+  return {read, written};
+}
+
+void check_fits(const std::vector<Buffer>& buffers, int64_t need, const char* what) {
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    if (buffers[i].elem_size < 1) throw std::invalid_argument("buffer element size must be >= 1");
+    if (buffers[i].numel < need)
+      throw std::out_of_range(std::string(what) + " buffer " + std::to_string(i) + " holds " +
+                              std::to_string(buffers[i].numel) + " elements but the plan touches " +
+                              std::to_string(need));
+  }
+}
+
+}  // namespace
+
+void apply_plan_cpu(const Plan& plan, const std::vector<Buffer>& buffers, int num_threads) {
+  const auto [read, written] = plan_extent(plan);
+  check_fits(buffers, std::max(read, written), "plan");
+#ifdef _OPENMP
+  const int threads = std::max(1, num_threads);
+#else
+  const int threads = 1;
+#endif
+  std::vector<char> scratch;
+  for (const Step& s : plan.steps) {
+    if (!s.ordered) {
+      for (const Buffer& b : buffers) run_unordered(s, b, threads);
+      continue;
+    }
+    const std::vector<Phase> phases = schedule_ordered(s, threads);
+    for (const Buffer& b : buffers)
+      for (const Phase& p : phases) run_phase(s, p, b, scratch);
+  }
+}
+
+void apply_relayout_cpu(const Plan& plan, const std::vector<Buffer>& from,
+                        const std::vector<Buffer>& to, int num_threads) {
+  if (plan.steps.size() > 1 || (plan.steps.size() == 1 && !plan.steps[0].ordered))
+    throw std::invalid_argument("out-of-place replay needs a plan of one ordered step");
+  if (from.size() != to.size()) throw std::invalid_argument("from and to differ in length");
+  for (size_t i = 0; i < from.size(); ++i)
+    if (from[i].elem_size != to[i].elem_size)
+      throw std::invalid_argument("from and to buffer " + std::to_string(i) +
+                                  " differ in element size");
+  const auto [read, written] = plan_extent(plan);
+  check_fits(from, read, "source");
+  check_fits(to, written, "destination");
+  if (plan.steps.empty()) return;
+  const Step& s = plan.steps[0];
+  const int64_t k = static_cast<int64_t>(s.size());
+  const int t = k >= static_cast<int64_t>(kParallelMoves) ? std::max(1, num_threads) : 1;
+  for (size_t i = 0; i < from.size(); ++i) {
+    const char* src = from[i].data;
+    char* dst = to[i].data;
+    const int64_t es = from[i].elem_size;
+#pragma omp parallel for num_threads(t) schedule(static)
+    for (int64_t r = 0; r < k; ++r) {
+      std::memcpy(dst + s.dst[r] * es, src + s.src[r] * es, s.copy[r] * es);
+      std::memset(dst + (s.dst[r] + s.copy[r]) * es, 0, (s.total[r] - s.copy[r]) * es);
+    }
+  }
+}
+
+}  // namespace pyscall

@@ -1,0 +1,417 @@
+#include "arena/arena.h"
+
+#include <algorithm>
+#include <limits>
+#include <numeric>
+
+#include "arena/radix_sort.h"
+
+namespace pyscall {
+
+namespace {
+constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max() / 4;
+}
+
+Arena::Arena(int64_t d_max, int64_t bytes_per_element, int64_t bytes_per_row, int64_t budget_bytes)
+    : d_max_(d_max),
+      bytes_per_element_(bytes_per_element),
+      bytes_per_row_(bytes_per_row),
+      budget_bytes_(budget_bytes < 0 ? -1 : budget_bytes) {
+  if (d_max < 0 || d_max > std::numeric_limits<int32_t>::max())
+    throw std::invalid_argument("d_max must be in [0, 2**31), got " + std::to_string(d_max));
+  if (bytes_per_element < 1 || bytes_per_row < 0)
+    throw std::invalid_argument("bytes_per_element must be >= 1 and bytes_per_row >= 0");
+}
+
+void Arena::check_widths(const std::vector<int32_t>& widths) const {
+  for (size_t i = 0; i < widths.size(); ++i)
+    if (widths[i] < 0 || widths[i] > d_max_)
+      throw std::invalid_argument("width " + std::to_string(widths[i]) + " at position " +
+                                  std::to_string(i) + " is outside [0, d_max=" +
+                                  std::to_string(d_max_) + "]");
+}
+
+void Arena::check_ids(const std::vector<int64_t>& ids) const {
+  const int64_t n = num_rows();
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= n)
+      throw std::out_of_range("row id " + std::to_string(ids[i]) + " at position " +
+                              std::to_string(i) + " is outside [0, num_rows=" +
+                              std::to_string(n) + ")");
+}
+
+int64_t Arena::capacity_limit(int64_t rows) const {
+  if (budget_bytes_ < 0) return kNoLimit;
+  const int64_t left = budget_bytes_ - rows * bytes_per_row_;
+  return left < 0 ? -1 : left / bytes_per_element_;
+}
+
+void Arena::check_budget(int64_t used_elements, int64_t rows, const char* op) const {
+  if (budget_bytes_ < 0) return;
+  const int64_t need = used_elements * bytes_per_element_ + rows * bytes_per_row_;
+  if (need > budget_bytes_)
+    throw BudgetError(std::string(op) + " needs " + std::to_string(need) + " bytes (total width " +
+                      std::to_string(used_elements) + " x " + std::to_string(bytes_per_element_) +
+                      " bytes/element + " + std::to_string(rows) + " rows x " +
+                      std::to_string(bytes_per_row_) + " bytes/row) but budget_bytes is " +
+                      std::to_string(budget_bytes_));
+}
+
+void Arena::reserve_rows(size_t n) {
+  // Grow by ~1/8, not 2x: these two vectors are most of the metadata.
+  if (n <= widths_.capacity()) return;
+  const size_t want = std::max(n, widths_.size() + widths_.size() / 8);
+  offsets_.reserve(want);
+  widths_.reserve(want);
+}
+
+size_t Arena::max_free_extents() const {
+  const int64_t vectors = static_cast<int64_t>(offsets_.capacity() * sizeof(int64_t) +
+                                               widths_.capacity() * sizeof(int32_t));
+  const int64_t spare = kMetadataBytesPerRow * num_rows() - vectors;
+  const int64_t per_extent = 2 * static_cast<int64_t>(FreeExtents::kNodeBytes);
+  // A floor keeps tiny tables from compacting on every operation.
+  return static_cast<size_t>(std::max<int64_t>(64, spare / per_extent));
+}
+
+void Arena::compact_if_fragmented(Plan& plan) {
+  if (free_.count() > max_free_extents()) relayout(widths_, capacity_, plan);
+}
+
+bool Arena::grow_tail(int64_t need, int64_t rows) {
+  const int64_t tail = free_.length_ending_at(capacity_);
+  if (tail >= need) return true;
+  const int64_t min_cap = capacity_ + need - tail;
+  const int64_t limit = capacity_limit(rows);
+  if (min_cap > limit) return false;
+  // 1.5x amortises buffer reallocation; the budget caps it.
+  const int64_t want = std::min(std::max(min_cap, capacity_ + capacity_ / 2), limit);
+  free_.release(capacity_, want - capacity_);
+  capacity_ = want;
+  return true;
+}
+
+// In-place safety of the re-layout. Rows keep their relative order and are
+// packed from 0, so destinations are disjoint and ordered like the sources.
+// A right-mover (dst > src) can only overwrite sources of rows to its right
+// that also move right (a row to its right that moves left or stays has
+// src >= dst >= this row's new end); a left-mover (dst <= src) can only
+// overwrite sources of rows to its left (right of it every src >= dst >= its
+// new end). So: right-movers in descending order (each writes only where
+// higher right-movers, already done, read), then left-movers in ascending
+// order, then rows that had no storage (pure zero fills, placed last, so they
+// overwrite nothing still to be read). Every live row is listed, src == dst
+// included, so the same step is also correct out of place.
+void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t capacity_after, Plan& plan) {
+  const int64_t n = num_rows();
+  std::vector<int64_t> order;
+  order.reserve(static_cast<size_t>(n));
+  bool sorted = true;
+  int64_t last = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (widths_[i] > 0) {
+      sorted = sorted && offsets_[i] > last;
+      last = offsets_[i];
+      order.push_back(i);
+    }
+  if (!sorted) sort_rows_by_offset(order, offsets_, capacity_);
+  for (int64_t i = 0; i < n; ++i)
+    if (widths_[i] == 0 && new_widths[i] > 0) order.push_back(i);
+
+  size_t live = 0;
+  int64_t pos = 0;
+  for (int64_t id : order) {
+    live += new_widths[id] > 0;
+    pos += new_widths[id];
+  }
+  Step step;
+  step.ordered = true;
+  for (auto* v : {&step.src, &step.dst, &step.copy, &step.total}) v->reserve(live);
+  // dst of order[k] is the prefix sum of the new widths before it: walk it
+  // down for the right-movers, up for the left-movers.
+  auto emit = [&](int64_t id, int64_t dst) {
+    const int64_t w_new = new_widths[id];
+    if (w_new == 0) return;
+    const int64_t src = widths_[id] > 0 ? offsets_[id] : dst;
+    step.push(src, dst, std::min<int64_t>(widths_[id], w_new), w_new);
+  };
+  const int64_t end = pos;
+  for (size_t k = order.size(); k-- > 0;) {
+    const int64_t id = order[k];
+    pos -= new_widths[id];
+    if (widths_[id] > 0 && pos > offsets_[id]) emit(id, pos);
+  }
+  for (int64_t id : order) {
+    if (widths_[id] == 0 || pos <= offsets_[id]) emit(id, pos);
+    pos += new_widths[id];
+  }
+  for (int64_t i = 0; i < n; ++i)
+    if (new_widths[i] == 0) offsets_[i] = 0;
+  pos = 0;
+  for (int64_t id : order) {
+    offsets_[id] = pos;
+    pos += new_widths[id];
+  }
+  std::copy(new_widths.begin(), new_widths.end(), widths_.begin());
+  used_ = end;
+  capacity_ = capacity_after;
+  free_.clear();
+  free_.release(used_, capacity_ - used_);
+  if (!step.src.empty()) plan.steps.push_back(std::move(step));
+}
+
+Plan Arena::append(const std::vector<int32_t>& widths) {
+  check_widths(widths);
+  int64_t total = 0;
+  for (int32_t w : widths) total += w;
+  const int64_t rows = num_rows() + static_cast<int64_t>(widths.size());
+  check_budget(used_ + total, rows, "append");
+
+  Plan plan;
+  const int64_t limit = capacity_limit(rows);
+  // The new rows' per-row state can leave too little room for the current
+  // capacity: then a compaction trims it (below).
+  int64_t base = -1;
+  if (capacity_ <= limit && total > 0) {
+    base = free_.take_best_fit(total);
+    if (base < 0 && grow_tail(total, rows)) {
+      base = capacity_ - free_.length_ending_at(capacity_);
+      free_.take_head(base, total);
+    }
+  }
+  const bool fast = capacity_ <= limit && (total == 0 || base >= 0);
+  reserve_rows(static_cast<size_t>(rows));
+  const int64_t first = num_rows();
+  if (fast) {
+    Step fill;
+    int64_t pos = base;
+    for (int32_t w : widths) {
+      offsets_.push_back(w > 0 ? pos : 0);
+      widths_.push_back(w);
+      if (w > 0) fill.push(pos, pos, 0, w);
+      pos += w;
+    }
+    used_ += total;
+    if (!fill.src.empty()) plan.steps.push_back(std::move(fill));
+  } else {
+    offsets_.resize(static_cast<size_t>(rows), 0);
+    widths_.resize(static_cast<size_t>(rows), 0);
+    std::vector<int32_t> new_widths(widths_);
+    std::copy(widths.begin(), widths.end(), new_widths.begin() + first);
+    relayout(new_widths, std::min(std::max(capacity_, used_ + total), limit), plan);
+  }
+  compact_if_fragmented(plan);
+  plan.capacity_after = capacity_;
+  return plan;
+}
+
+Plan Arena::set_widths(const std::vector<int32_t>& widths) {
+  if (static_cast<int64_t>(widths.size()) != num_rows())
+    throw std::invalid_argument("set_widths needs one width per row: got " +
+                                std::to_string(widths.size()) + ", num_rows is " +
+                                std::to_string(num_rows()));
+  check_widths(widths);
+  int64_t total = 0;
+  for (int32_t w : widths) total += w;
+  check_budget(total, num_rows(), "set_widths");
+  Plan plan;
+  relayout(widths, total, plan);
+  plan.capacity_after = capacity_;
+  return plan;
+}
+
+Plan Arena::compact() {
+  Plan plan;
+  relayout(widths_, used_, plan);
+  plan.capacity_after = capacity_;
+  return plan;
+}
+
+Plan Arena::release(const std::vector<int64_t>& ids) {
+  check_ids(ids);
+  Plan plan;
+  for (int64_t id : ids) {
+    if (widths_[id] == 0) continue;
+    free_.release(offsets_[id], widths_[id]);
+    used_ -= widths_[id];
+    widths_[id] = 0;
+    offsets_[id] = 0;
+  }
+  compact_if_fragmented(plan);
+  plan.capacity_after = capacity_;
+  return plan;
+}
+
+Plan Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& widths) {
+  if (ids.size() != widths.size())
+    throw std::invalid_argument("resize needs one width per id: got " +
+                                std::to_string(widths.size()) + " widths for " +
+                                std::to_string(ids.size()) + " ids");
+  check_ids(ids);
+  check_widths(widths);
+  const int64_t n = num_rows();
+  Plan plan;
+
+  // A big batch costs about as much as moving everything: re-layout once.
+  if (static_cast<int64_t>(ids.size()) >= std::max<int64_t>(n / 8, 1)) {
+    std::vector<int32_t> new_widths(widths_);
+    int64_t total = used_;
+    for (size_t i = 0; i < ids.size(); ++i) {  // in order, so the last width wins
+      total += widths[i] - new_widths[ids[i]];
+      new_widths[ids[i]] = widths[i];
+    }
+    check_budget(total, n, "resize");
+    relayout(new_widths, std::max(capacity_, total), plan);
+    plan.capacity_after = capacity_;
+    return plan;
+  }
+
+  // Last-wins dedupe: stable order by id, keep the last pair of each id.
+  std::vector<std::pair<int64_t, int32_t>> by_id(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) by_id[i] = {ids[i], static_cast<int32_t>(i)};
+  std::sort(by_id.begin(), by_id.end());
+  std::vector<std::pair<int64_t, int32_t>> shrinks, grows;  // (id, new width)
+  int64_t total = used_;
+  for (size_t k = 0; k < by_id.size(); ++k) {
+    if (k + 1 < by_id.size() && by_id[k + 1].first == by_id[k].first) continue;
+    const int64_t id = by_id[k].first;
+    const int32_t w = widths[by_id[k].second];
+    if (w == widths_[id]) continue;
+    total += w - widths_[id];
+    (w < widths_[id] ? shrinks : grows).emplace_back(id, w);
+  }
+  check_budget(total, n, "resize");
+
+  // Shrinks free their tails and move nothing.
+  for (auto [id, w] : shrinks) {
+    free_.release(offsets_[id] + w, widths_[id] - w);
+    used_ -= widths_[id] - w;
+    widths_[id] = w;
+    if (w == 0) offsets_[id] = 0;
+  }
+  // Grows: in place when the next extent is free, else relocate. Old extents
+  // are freed only when the step closes, so every move in a step reads a
+  // source no other move of the step writes.
+  Step step;
+  std::vector<std::pair<int64_t, int64_t>> deferred;
+  auto close_step = [&] {
+    if (!step.src.empty()) plan.steps.push_back(std::move(step));
+    step = Step();
+    for (auto [off, len] : deferred) free_.release(off, len);
+    deferred.clear();
+  };
+  for (size_t g = 0; g < grows.size(); ++g) {
+    const auto [id, w] = grows[g];
+    const int64_t old = widths_[id], off = offsets_[id];
+    auto grow_in_place = [&] { return old > 0 && free_.take_head(off + old, w - old); };
+    bool in_place = grow_in_place();
+    int64_t dst = in_place ? off : free_.take_best_fit(w);
+    if (!in_place && dst < 0 && !deferred.empty()) {
+      close_step();
+      in_place = grow_in_place();
+      dst = in_place ? off : free_.take_best_fit(w);
+    }
+    if (!in_place && dst < 0 && grow_tail(w, n)) dst = free_.take_best_fit(w);
+    if (!in_place && dst < 0) {
+      // The budget allows no more capacity: compact with every remaining
+      // grow applied; the up-front budget check guarantees it fits.
+      close_step();
+      std::vector<int32_t> new_widths(widths_);
+      for (size_t r = g; r < grows.size(); ++r) new_widths[grows[r].first] = grows[r].second;
+      relayout(new_widths, std::max(capacity_, total), plan);
+      plan.capacity_after = capacity_;
+      return plan;
+    }
+    step.push(old > 0 ? off : dst, dst, old, w);
+    if (!in_place && old > 0) deferred.emplace_back(off, old);
+    offsets_[id] = dst;
+    widths_[id] = w;
+    used_ += w - old;
+  }
+  close_step();
+  compact_if_fragmented(plan);
+  plan.capacity_after = capacity_;
+  return plan;
+}
+
+ArenaStats Arena::stats() const {
+  ArenaStats s{};
+  const int64_t free_elems = capacity_ - used_;
+  s.capacity_bytes = capacity_ * bytes_per_element_ + num_rows() * bytes_per_row_;
+  s.used_bytes = used_ * bytes_per_element_ + num_rows() * bytes_per_row_;
+  s.free_bytes = free_elems * bytes_per_element_;
+  s.largest_free_bytes = free_.largest() * bytes_per_element_;
+  s.fragmentation = free_elems > 0 ? 1.0 - double(free_.largest()) / double(free_elems) : 0.0;
+  s.num_rows = num_rows();
+  s.total_width = used_;
+  s.bytes_per_element = bytes_per_element_;
+  s.bytes_per_row = bytes_per_row_;
+  s.metadata_bytes = static_cast<int64_t>(sizeof(Arena) + offsets_.capacity() * sizeof(int64_t) +
+                                          widths_.capacity() * sizeof(int32_t) +
+                                          free_.metadata_bytes());
+  s.budget_bytes = budget_bytes_;
+  s.free_extents = static_cast<int64_t>(free_.count());
+  return s;
+}
+
+void Arena::validate() const {
+  auto fail = [](const std::string& what) { throw std::runtime_error("arena invalid: " + what); };
+  const int64_t n = num_rows();
+  if (static_cast<int64_t>(offsets_.size()) != n) fail("offsets and widths differ in length");
+  // Every element of [0, capacity) must belong to exactly one row or one
+  // free extent: sort all extents by start and require them to tile it.
+  struct Ext { int64_t start, len, row; };  // row -1: free extent
+  std::vector<Ext> exts;
+  exts.reserve(static_cast<size_t>(n) + free_.count());
+  int64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t w = widths_[i], o = offsets_[i];
+    if (w < 0 || w > d_max_)
+      fail("row " + std::to_string(i) + " has width " + std::to_string(w) + " outside [0, d_max]");
+    total += w;
+    if (w == 0) continue;
+    if (o < 0 || o + w > capacity_)
+      fail("row " + std::to_string(i) + " [" + std::to_string(o) + ", " + std::to_string(o + w) +
+           ") is outside capacity " + std::to_string(capacity_));
+    exts.push_back({o, w, i});
+  }
+  if (total != used_)
+    fail("used is " + std::to_string(used_) + " but the widths sum to " + std::to_string(total));
+  int64_t free_total = 0, prev_end = -1;
+  for (auto [o, len] : free_.by_offset()) {
+    if (len <= 0) fail("free extent at " + std::to_string(o) + " has length " + std::to_string(len));
+    if (o < 0 || o + len > capacity_)
+      fail("free extent [" + std::to_string(o) + ", " + std::to_string(o + len) +
+           ") is outside capacity " + std::to_string(capacity_));
+    if (o == prev_end) fail("free extents touching at " + std::to_string(o) + " are not coalesced");
+    if (!free_.by_length().count({len, o}))
+      fail("free extent [" + std::to_string(o) + ", +" + std::to_string(len) +
+           ") is missing from the best-fit index");
+    prev_end = o + len;
+    free_total += len;
+    exts.push_back({o, len, -1});
+  }
+  if (free_.by_length().size() != free_.count())
+    fail("best-fit index holds " + std::to_string(free_.by_length().size()) + " extents, not " +
+         std::to_string(free_.count()));
+  if (free_total != free_.total())
+    fail("free total is " + std::to_string(free_.total()) + " but extents sum to " +
+         std::to_string(free_total));
+  if (used_ + free_total != capacity_)
+    fail("used " + std::to_string(used_) + " + free " + std::to_string(free_total) +
+         " != capacity " + std::to_string(capacity_));
+  std::sort(exts.begin(), exts.end(), [](const Ext& a, const Ext& b) { return a.start < b.start; });
+  auto name = [](const Ext& e) {
+    return (e.row < 0 ? std::string("free extent") : "row " + std::to_string(e.row)) + " [" +
+           std::to_string(e.start) + ", " + std::to_string(e.start + e.len) + ")";
+  };
+  for (size_t k = 1; k < exts.size(); ++k)
+    if (exts[k].start < exts[k - 1].start + exts[k - 1].len)
+      fail(name(exts[k - 1]) + " overlaps " + name(exts[k]));
+  const int64_t limit = capacity_limit(n);
+  if (budget_bytes_ >= 0 && capacity_ > limit)
+    fail("capacity " + std::to_string(capacity_) + " elements exceeds the budget (at most " +
+         std::to_string(limit) + ")");
+}
+
+}  // namespace pyscall

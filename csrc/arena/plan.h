@@ -1,0 +1,59 @@
+// A layout plan: what the data buffers must do after the arena changed its
+// metadata. The arena never touches data; apply_plan_cpu (or the CUDA path)
+// replays the plan on every flat buffer that shares the weight's layout.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace pyscall {
+
+// Row moves: copy `copy` elements from src to dst, then zero-fill
+// dst[copy:total].
+//  - unordered: every destination is disjoint from every other destination
+//    and from every source read in the step, so moves may run in any order,
+//    in parallel, in place.
+//  - ordered: a full re-layout. Run sequentially in array order with memmove
+//    semantics it is correct in place (no move reads a value an earlier move
+//    overwrote); it lists every live row with its full new extent (rows with
+//    src == dst included), so it is also correct out of place (read the old
+//    buffer, write a fresh one). Destinations are pairwise disjoint.
+struct Step {
+  std::vector<int64_t> src, dst, copy, total;
+  bool ordered = false;
+
+  size_t size() const { return src.size(); }
+  void push(int64_t s, int64_t d, int64_t c, int64_t t) {
+    src.push_back(s);
+    dst.push_back(d);
+    copy.push_back(c);
+    total.push_back(t);
+  }
+};
+
+// Buffers are grown to capacity_after (elements) BEFORE the steps run when it
+// is larger than the current capacity, and trimmed AFTER them when smaller.
+struct Plan {
+  int64_t capacity_after = 0;
+  std::vector<Step> steps;
+};
+
+// One flat buffer to replay a plan on.
+struct Buffer {
+  char* data;
+  int64_t elem_size;  // bytes
+  int64_t numel;
+};
+
+// Replays every step of `plan` on every buffer with up to `num_threads`
+// OpenMP threads. Checks every extent against every buffer's numel first and
+// throws std::out_of_range without touching data when one does not fit.
+void apply_plan_cpu(const Plan& plan, const std::vector<Buffer>& buffers, int num_threads);
+
+// Replays a plan made of one ordered step (a re-layout) out of place: reads
+// from[i], writes to[i] (a fresh buffer of capacity_after elements; nothing
+// outside the rows is written). Used when capacity changes anyway, so the
+// data moves once instead of being copied into a resized buffer first.
+void apply_relayout_cpu(const Plan& plan, const std::vector<Buffer>& from,
+                        const std::vector<Buffer>& to, int num_threads);
+
+}  // namespace pyscall

@@ -1,0 +1,117 @@
+// Pooled lookup (EmbeddingBag): one output row per bag, bags processed in parallel.
+#include <algorithm>
+#include <string>
+
+#include "kernels.h"
+
+namespace pyscall::cpu {
+namespace {
+
+void check_bags(const int64_t* bag_offsets, int64_t bags, int64_t n) {
+  if (bag_offsets[0] != 0 || bag_offsets[bags] != n)
+    throw std::invalid_argument("bag_offsets must start at 0 and end at N = " + std::to_string(n));
+  for (int64_t b = 0; b < bags; ++b)
+    if (bag_offsets[b + 1] < bag_offsets[b])
+      throw std::invalid_argument("bag_offsets must be non-decreasing");
+}
+
+// Sum (optionally weighted) of the bag's logical rows; only the first width entries get added.
+// Both bag functions return false, leaving the bag unfinished, at a row that fails row_ok.
+template <typename T>
+bool sum_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_t e, const T* psw,
+             T* acc) {
+  std::fill(acc, acc + t.d_max, T(0));
+  for (int64_t k = s; k < e; ++k) {
+    prefetch_ahead(t, ids, k, n);
+    const int64_t i = ids[k];
+    if (!row_ok(t, i)) return false;
+    const int64_t w = t.wid[i];
+    const T* row = t.w + t.off[i];
+    if (psw) {
+      const T c = psw[k];
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) acc[j] += c * row[j];
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
+    }
+  }
+  return true;
+}
+
+// Elementwise max over the bag's logical rows (entries past a width are 0); am gets the position
+// in ids of the first maximum.
+template <typename T>
+bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_t e, T* acc,
+             int64_t* am) {
+  const int64_t d = t.d_max;
+  if (s == e) {
+    std::fill(acc, acc + d, T(0));
+    std::fill(am, am + d, int64_t(-1));
+    return true;
+  }
+  {
+    prefetch_ahead(t, ids, s, n);
+    const int64_t i = ids[s];
+    if (!row_ok(t, i)) return false;
+    const int64_t w = t.wid[i];
+    std::copy_n(t.w + t.off[i], w, acc);
+    std::fill(acc + w, acc + d, T(0));
+    std::fill(am, am + d, s);
+  }
+  for (int64_t k = s + 1; k < e; ++k) {
+    prefetch_ahead(t, ids, k, n);
+    const int64_t i = ids[k];
+    if (!row_ok(t, i)) return false;
+    const int64_t w = t.wid[i];
+    const T* row = t.w + t.off[i];
+    for (int64_t j = 0; j < w; ++j) {
+      const bool gt = row[j] > acc[j];
+      acc[j] = gt ? row[j] : acc[j];
+      am[j] = gt ? k : am[j];
+    }
+    for (int64_t j = w; j < d; ++j) {
+      const bool gt = T(0) > acc[j];
+      acc[j] = gt ? T(0) : acc[j];
+      am[j] = gt ? k : am[j];
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+template <typename T>
+void pooled(const Table<T>& t, const int64_t* ids, int64_t n, const int64_t* bag_offsets,
+            int64_t bags, PoolMode mode, const T* per_sample_weights, T* out, int64_t* argmax,
+            int threads) {
+  check_bags(bag_offsets, bags, n);
+  // Rows are checked in the single pass, as in lookup (outputs are fresh buffers).
+  const int64_t d = t.d_max;
+  bool bad = false;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : bad)
+  for (int64_t b = 0; b < bags; ++b) {
+    const int64_t s = bag_offsets[b], e = bag_offsets[b + 1];
+    T* acc = out + b * d;
+    if (mode == PoolMode::kMax) {
+      if (!max_bag(t, ids, n, s, e, acc, argmax + b * d)) bad = true;
+      continue;
+    }
+    if (!sum_bag(t, ids, n, s, e, per_sample_weights, acc)) {
+      bad = true;
+      continue;
+    }
+    if (mode == PoolMode::kMean && e > s) {
+      const T count = static_cast<T>(e - s);
+      for (int64_t j = 0; j < d; ++j) acc[j] /= count;  // divide, as torch does
+    }
+  }
+  if (bad) check_rows(t, ids, n);  // throws the error for the first bad id
+}
+
+template void pooled<float>(const Table<float>&, const int64_t*, int64_t, const int64_t*, int64_t,
+                            PoolMode, const float*, float*, int64_t*, int);
+template void pooled<double>(const Table<double>&, const int64_t*, int64_t, const int64_t*,
+                             int64_t, PoolMode, const double*, double*, int64_t*, int);
+
+}  // namespace pyscall::cpu

@@ -1,0 +1,78 @@
+// Raw views of a ragged table and the checks every CPU kernel runs before it writes anything.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace pyscall::cpu {
+
+// Row i is w[off[i] : off[i] + wid[i]], logically followed by zeros up to d_max.
+template <typename T>
+struct Table {
+  T* w;
+  int64_t numel;  // length of w: every row must lie inside it
+  const int64_t* off;
+  const int32_t* wid;
+  int64_t rows;
+  int64_t d_max;
+};
+
+template <typename T>
+inline bool row_ok(const Table<T>& t, int64_t i) {
+  if (i < 0 || i >= t.rows) return false;
+  const int64_t o = t.off[i], w = t.wid[i];
+  return w >= 0 && w <= t.d_max && o >= 0 && o <= t.numel - w;
+}
+
+// Ids come range-checked from the caller, but a bad id or a corrupted row must raise rather than
+// read or write out of bounds. Runs serially, outside parallel regions (no throwing inside OpenMP):
+// before a kernel that updates in place, or after a pass that found a row failing row_ok.
+// std::out_of_range becomes IndexError and std::invalid_argument ValueError in pybind11.
+template <typename T>
+void check_rows(const Table<T>& t, const int64_t* ids, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t i = ids[k];
+    if (i < 0 || i >= t.rows) throw std::out_of_range("index out of range in self");
+    const int64_t o = t.off[i], w = t.wid[i];
+    if (w < 0 || w > t.d_max || o < 0 || o > t.numel - w)
+      throw std::invalid_argument("row " + std::to_string(i) + " (offset " + std::to_string(o) +
+                                  ", width " + std::to_string(w) + ") lies outside the buffer of " +
+                                  std::to_string(t.numel) + " elements or exceeds d_max " +
+                                  std::to_string(t.d_max));
+  }
+}
+
+// Pulls a row into cache a few iterations before it is used: batches hit random rows of a large
+// table, so each row is a fresh cache miss that the hardware prefetcher cannot predict.
+// Kernels that read a row's metadata (offset, width) only in their main loop prefetch it
+// kPrefetchDistance ids further ahead, so that it is cached when the row prefetch needs it.
+template <typename T>
+inline void prefetch_row(const T* p, int64_t w, int rw) {
+  const char* c = reinterpret_cast<const char*>(p);
+  const int64_t bytes = w * static_cast<int64_t>(sizeof(T));
+  for (int64_t b = 0; b < bytes; b += 64) {
+    if (rw) __builtin_prefetch(c + b, 1);
+    else __builtin_prefetch(c + b, 0);
+  }
+}
+
+constexpr int64_t kPrefetchDistance = 8;
+
+// Prefetches for the main loop at position k of ids[0:n]: metadata two distances ahead, the row
+// one distance ahead. Skips ids that fail row_ok: the loop reports those after it ends.
+template <typename T>
+inline void prefetch_ahead(const Table<T>& t, const int64_t* ids, int64_t k, int64_t n) {
+  if (k + 2 * kPrefetchDistance < n) {
+    const int64_t i = ids[k + 2 * kPrefetchDistance];
+    if (i >= 0 && i < t.rows) {
+      __builtin_prefetch(t.off + i, 0);
+      __builtin_prefetch(t.wid + i, 0);
+    }
+  }
+  if (k + kPrefetchDistance < n) {
+    const int64_t i = ids[k + kPrefetchDistance];
+    if (row_ok(t, i)) prefetch_row(t.w + t.off[i], t.wid[i], 0);
+  }
+}
+
+}  // namespace pyscall::cpu

@@ -1,0 +1,68 @@
+"""Argument checks and tile sizes shared by the Triton ops (no kernels here)."""
+import torch
+import triton
+import triton.language as tl
+
+# Element types the kernels read; the optimizer paths accept only the first two.
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+UPDATE_DTYPES = (torch.float32, torch.float64)
+
+
+def acc_dtype(dtype):
+    """Accumulator for a weight dtype: float64 stays float64, everything else sums in float32."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def check_tensor(name, t, *, dtypes, device, ndim, numel=None, shape=None):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        expected = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name} must have dtype {expected}, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name} must be on {device} (the weight's device), got {t.device}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if numel is not None and t.numel() != numel:
+        raise ValueError(f"{name} must have {numel} elements, got {t.numel()}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+
+
+def check_table(offsets, widths, device, d_max):
+    """Checks the row metadata; returns num_rows."""
+    if not isinstance(d_max, int) or isinstance(d_max, bool) or d_max < 0:
+        raise ValueError(f"d_max must be a non-negative int, got {d_max!r}")
+    check_tensor("offsets", offsets, dtypes=(torch.int64,), device=device, ndim=1)
+    check_tensor("widths", widths, dtypes=(torch.int32,), device=device, ndim=1, numel=offsets.numel())
+    return offsets.numel()
+
+
+def check_ids(ids, device):
+    check_tensor("ids", ids, dtypes=(torch.int64,), device=device, ndim=1)
+    return ids.numel()
+
+
+def row_tile(d_max, elements, max_block_d):
+    """(BLOCK_ROWS, BLOCK_D): rows packed per program so that narrow tables keep each program busy."""
+    block_d = min(triton.next_power_of_2(max(d_max, 1)), max_block_d)
+    return max(1, elements // block_d), block_d
+
+
+def num_warps(block_rows, block_d):
+    return 8 if block_rows * block_d >= 4096 else 4
+
+
+def check_weight(weight, dtypes=FLOAT_DTYPES, name="weight"):
+    """The weight fixes the device every other argument must share."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(weight).__name__}")
+    check_tensor(name, weight, dtypes=dtypes, device=weight.device, ndim=1)
+    return weight.device
+
+
+def empty(shape, dtype, device):
+    """Every op allocates its outputs here, so tests can poison them (monkeypatch) before a call."""
+    return torch.empty(shape, dtype=dtype, device=device)

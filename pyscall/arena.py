@@ -1,0 +1,280 @@
+"""RaggedArena: flat torch buffers laid out by the C++ arena (``pyscall._C.Arena``).
+
+Row ``i`` holds ``weight[offsets[i] : offsets[i] + widths[i]]``; its logical value
+is that slice followed by zeros up to ``d_max``. The C++ side makes every layout
+decision and returns a plan; this module only owns the tensors and replays plans
+on them.
+
+Semantics shared by every operation:
+- shrinking keeps the first new-width values bit for bit; growing keeps every
+  old value and new positions start at 0, with 0 optimizer state;
+- ``append`` gives new rows the table's ``row_init`` (state stays 0);
+- ``release`` frees a row's storage (width 0) and zeroes its per-row state;
+- ``resize`` with a duplicate id is LAST-WINS: only the last (id, width) pair
+  of that id counts, exactly as if it were the only one given;
+- an operation that would need more than ``budget_bytes`` raises
+  :class:`pyscall.errors.BudgetExceededError`; bad input raises IndexError
+  (ids), ValueError (widths, shapes) or TypeError (dtypes). In every such case
+  widths, values, optimizer state and statistics are unchanged.
+- ``budget_bytes`` covers weight, per-element state and per-row state.
+  ``companions`` (extra flat tensors with the weight's layout, e.g. a torch
+  optimizer's ``exp_avg``) move with the rows but do not count toward it.
+- ``offsets``/``widths`` are zero-copy views of the C++ metadata: read them,
+  never write them, and re-read them after each operation.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import _C
+
+__all__ = ["RaggedArena"]
+
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _int_array(x, what: str) -> np.ndarray:
+    """A 1-D int32/int64 numpy view of ``x`` (tensor, ndarray, int or list); never from floats."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"{what} must be an int32 or int64 tensor, got {x.dtype}")
+        if x.device.type != "cpu":
+            raise ValueError(f"{what} must be on the cpu (layout runs on the host), got {x.device}")
+        return x.reshape(-1).contiguous().numpy()
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{what} must be integers, got bool")
+    if isinstance(x, (int, np.integer)):
+        return np.array([x], dtype=np.int64)
+    arr = np.asarray(x)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.uint64:
+        raise TypeError(f"{what} must be integers (int32 or int64), got dtype {arr.dtype}")
+    if arr.dtype not in (np.int32, np.int64):
+        arr = arr.astype(np.int64)
+    return np.ascontiguousarray(arr.reshape(-1))
+
+
+def _check_dtype(dtype, what: str) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{what} must be a floating torch.dtype, got {dtype!r}")
+    return dtype
+
+
+class RaggedArena:
+    """Flat weight/state buffers of a table whose rows have their own widths."""
+
+    def __init__(self, num_rows: int, d_max: int, widths=None, *, dtype=torch.float32,
+                 device="cpu", state_per_element: int = 0, state_per_row: int = 0,
+                 state_dtype=torch.float32, budget_bytes: int | None = None,
+                 row_init: Callable[[int, torch.dtype, torch.device], torch.Tensor] | None = None):
+        if not isinstance(num_rows, (int, np.integer)) or num_rows < 0:
+            raise ValueError(f"num_rows must be an int >= 0, got {num_rows!r}")
+        if not isinstance(d_max, (int, np.integer)) or d_max < 0:
+            raise ValueError(f"d_max must be an int >= 0, got {d_max!r}")
+        if state_per_element not in (0, 1, 2):
+            raise ValueError(f"state_per_element must be 0, 1 or 2, got {state_per_element!r}")
+        if state_per_row not in (0, 1):
+            raise ValueError(f"state_per_row must be 0 or 1, got {state_per_row!r}")
+        if budget_bytes is not None and (not isinstance(budget_bytes, (int, np.integer))
+                                         or budget_bytes < 0):
+            raise ValueError(f"budget_bytes must be None or an int >= 0, got {budget_bytes!r}")
+        dtype = _check_dtype(dtype, "dtype")
+        state_dtype = _check_dtype(state_dtype, "state_dtype")
+        device = torch.device(device)
+        state_size = torch.empty(0, dtype=state_dtype).element_size()
+        bytes_per_element = torch.empty(0, dtype=dtype).element_size() + state_per_element * state_size
+        self._arena = _C.Arena(int(d_max), bytes_per_element, state_per_row * state_size,
+                               -1 if budget_bytes is None else int(budget_bytes))
+        self.d_max = int(d_max)
+        self._row_init = row_init
+        self.weight = torch.zeros(0, dtype=dtype, device=device)
+        self.state = [torch.zeros(0, dtype=state_dtype, device=device)
+                      for _ in range(state_per_element)]
+        self.row_state = [torch.zeros(0, dtype=state_dtype, device=device)
+                          for _ in range(state_per_row)]
+        if widths is None:
+            widths = np.full(int(num_rows), int(d_max), dtype=np.int64)
+        widths = _int_array(widths, "widths")
+        if widths.size != num_rows:
+            raise ValueError(f"widths must have num_rows={num_rows} entries, got {widths.size}")
+        self._refresh()
+        self.append(widths)
+
+    # ---- views and sizes -------------------------------------------------
+    def _refresh(self) -> None:
+        self.offsets = torch.from_numpy(self._arena.offsets)
+        self.widths = torch.from_numpy(self._arena.widths)
+
+    @property
+    def num_rows(self) -> int:
+        return self._arena.num_rows
+
+    @property
+    def capacity(self) -> int:
+        """Elements in each flat buffer."""
+        return self._arena.capacity
+
+    # ---- layout operations ----------------------------------------------
+    def append(self, widths, companions: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """Adds rows (an int: one row, or 1-D widths); returns their ids (int64)."""
+        widths = _int_array(widths, "widths")
+        companions = self._check_companions(companions)
+        first = self.num_rows
+        init = self._initial_values(widths)
+        plan = self._arena.append(widths)
+        self._apply(plan, companions)
+        for i, rs in enumerate(self.row_state):
+            self.row_state[i].data = torch.cat([rs, rs.new_zeros(widths.size)])
+        if init is not None:
+            self._write_new_rows(first, init)
+        return torch.arange(first, self.num_rows, dtype=torch.int64)
+
+    def resize(self, ids, widths, companions: Sequence[torch.Tensor] = ()) -> None:
+        """Batched, all-or-nothing. ``widths``: one int for all ids, or one per id. Last-wins."""
+        ids = _int_array(ids, "ids")
+        if isinstance(widths, (int, np.integer)) and not isinstance(widths, (bool, np.bool_)):
+            widths = np.full(ids.size, int(widths), dtype=np.int64)
+        else:
+            widths = _int_array(widths, "widths")
+        if widths.size != ids.size:
+            raise ValueError(f"widths must be an int or match ids ({ids.size} entries), "
+                             f"got {widths.size}")
+        companions = self._check_companions(companions)
+        self._apply(self._arena.resize(ids, widths), companions)
+
+    def set_widths(self, widths, companions: Sequence[torch.Tensor] = ()) -> None:
+        """Every row at once (``num_rows`` widths); capacity is trimmed to the total width."""
+        widths = _int_array(widths, "widths")
+        companions = self._check_companions(companions)
+        self._apply(self._arena.set_widths(widths), companions)
+
+    def release(self, ids, companions: Sequence[torch.Tensor] = ()) -> None:
+        """Frees the rows' storage (width 0) and zeroes their per-row state."""
+        ids = _int_array(ids, "ids")
+        companions = self._check_companions(companions)
+        self._apply(self._arena.release(ids), companions)
+        for rs in self.row_state:
+            rs[torch.from_numpy(ids.astype(np.int64, copy=False))] = 0
+
+    def compact(self, companions: Sequence[torch.Tensor] = ()) -> None:
+        """Packs every row from offset 0 (fragmentation 0) and trims capacity."""
+        companions = self._check_companions(companions)
+        self._apply(self._arena.compact(), companions)
+
+    # ---- inspection -------------------------------------------------------
+    def validate(self) -> None:
+        """Raises RuntimeError on overlap, out-of-capacity rows or inexact accounting."""
+        self._arena.validate()
+        for name, buf in self._named_buffers():
+            if buf.numel() != self.capacity:
+                raise RuntimeError(f"arena invalid: {name} holds {buf.numel()} elements, "
+                                   f"capacity is {self.capacity}")
+        for i, rs in enumerate(self.row_state):
+            if rs.numel() != self.num_rows:
+                raise RuntimeError(f"arena invalid: row_state[{i}] holds {rs.numel()} entries, "
+                                   f"num_rows is {self.num_rows}")
+
+    def memory_stats(self) -> dict:
+        """Bytes of the flat buffers (budget_bytes None when unbounded) and of the metadata."""
+        stats = self._arena.stats()
+        if stats["budget_bytes"] < 0:
+            stats["budget_bytes"] = None
+        return stats
+
+    def to_dense(self, buffer: torch.Tensor | None = None) -> torch.Tensor:
+        """[num_rows, d_max] copy of ``buffer`` (default: weight), zeros past each width."""
+        flat = self.weight if buffer is None else buffer
+        widths = self.widths.to(torch.int64)
+        cols = torch.arange(self.d_max, dtype=torch.int64)
+        mask = cols < widths[:, None]
+        index = (self.offsets[:, None] + cols)[mask]
+        out = torch.zeros(self.num_rows, self.d_max, dtype=flat.dtype, device=flat.device)
+        out[mask.to(flat.device)] = flat.detach()[index.to(flat.device)]
+        return out
+
+    # ---- internals --------------------------------------------------------
+    def _named_buffers(self):
+        yield "weight", self.weight
+        for i, s in enumerate(self.state):
+            yield f"state[{i}]", s
+
+    def _check_companions(self, companions) -> list:
+        companions = list(companions)
+        for i, c in enumerate(companions):
+            if not isinstance(c, torch.Tensor):
+                raise TypeError(f"companions[{i}] must be a torch.Tensor, got {type(c).__name__}")
+            if c.dim() != 1 or c.numel() != self.capacity or not c.is_contiguous():
+                raise ValueError(f"companions[{i}] must be 1-D, contiguous, with capacity="
+                                 f"{self.capacity} elements; got shape {tuple(c.shape)}")
+            if c.device != self.weight.device:
+                raise ValueError(f"companions[{i}] must be on {self.weight.device}, got {c.device}")
+        return companions
+
+    def _apply(self, plan, companions) -> None:
+        """Grow buffers, replay the plan on each, trim: the one place data moves."""
+        buffers = [self.weight, *self.state, *companions]
+        if self.weight.device.type != "cpu":
+            self._refresh()
+            raise NotImplementedError(
+                "CUDA arena movement: the GPU replay of layout plans is not wired in yet")
+        old, new = self.weight.numel(), plan.capacity_after
+        steps = plan.steps
+        threads = torch.get_num_threads()
+        if new != old and len(steps) == 1 and steps[0].ordered:
+            # A re-layout that changes capacity: move once into fresh buffers.
+            fresh = [torch.empty(new, dtype=b.dtype, device=b.device) for b in buffers]
+            _C.apply_relayout_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
+                                  [(f.data_ptr(), f.element_size(), f.numel()) for f in fresh],
+                                  threads)
+            used = self._arena.used
+            for b, f in zip(buffers, fresh):
+                f[used:] = 0  # free tail: keep it defined for whole-buffer optimizers
+                b.data = f
+            self._refresh()
+            return
+        if new > old:
+            for b in buffers:
+                grown = torch.empty(new, dtype=b.dtype, device=b.device)
+                grown[:old] = b.data
+                grown[old:] = 0  # free space: keep it defined for whole-buffer optimizers
+                b.data = grown
+        if steps:
+            _C.apply_plan_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
+                              threads)
+        if new < old:
+            for b in buffers:
+                b.data = b.data[:new].clone()
+        self._refresh()
+
+    def _initial_values(self, widths: np.ndarray) -> torch.Tensor | None:
+        """Row init for appended rows, drawn before any metadata changes so a bad init changes nothing."""
+        if self._row_init is None or widths.size == 0:
+            return None
+        if widths.min() < 0 or widths.max() > self.d_max:
+            return None  # the arena rejects these widths
+        total = int(widths.sum(dtype=np.int64))
+        values = self._row_init(total, self.weight.dtype, self.weight.device)
+        if not isinstance(values, torch.Tensor) or values.dim() != 1 or values.numel() != total:
+            raise ValueError(f"row_init must return a 1-D tensor of {total} elements, got "
+                             f"{getattr(values, 'shape', type(values).__name__)}")
+        return values
+
+    def _write_new_rows(self, first: int, values: torch.Tensor) -> None:
+        offsets = self.offsets[first:]
+        widths = self.widths[first:].to(torch.int64)
+        live = widths > 0
+        offsets, widths = offsets[live], widths[live]
+        if offsets.numel() == 0:
+            return
+        with torch.no_grad():
+            if bool((offsets[1:] == offsets[:-1] + widths[:-1]).all()):
+                start = int(offsets[0])
+                self.weight.data[start:start + values.numel()] = values
+            else:
+                starts = torch.repeat_interleave(offsets - (torch.cumsum(widths, 0) - widths), widths)
+                index = starts + torch.arange(values.numel())
+                self.weight.data[index.to(self.weight.device)] = values

@@ -1,0 +1,176 @@
+"""CPU backend of the ragged-table kernels (contract: the four functions below, shared with the
+Triton backend). Checks dtypes, devices, contiguity and shapes, allocates outputs, and calls
+``pyscall._C.cpu`` with raw pointers; the C++ side releases the GIL and runs
+``torch.get_num_threads()`` OpenMP threads."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _C
+
+__all__ = ["lookup", "pooled", "flat_grad", "fused_update"]
+
+_DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+_POOL_MODES = {"sum": 0, "mean": 1, "max": 2}
+_OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 2, "adam": 3}
+_STATE_COUNTS = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 0, "adam": 2}
+
+
+def _check(name: str, t, dtype: torch.dtype | tuple[torch.dtype, ...], ndim: int) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
+    if t.dtype not in dtypes:
+        expected = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name} must have dtype {expected}, got {t.dtype}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} must be on device cpu, got {t.device}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+    return t
+
+
+def _check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+
+
+def _table(weight, offsets, widths) -> int:
+    """Checks a ragged table's tensors; returns the dtype code of its values."""
+    _check("weight", weight, tuple(_DTYPE_CODES), 1)
+    _check("offsets", offsets, torch.int64, 1)
+    _check("widths", widths, torch.int32, 1)
+    _check_shape("widths", widths, tuple(offsets.shape))
+    return _DTYPE_CODES[weight.dtype]
+
+
+def _d_max(d_max) -> int:
+    if isinstance(d_max, bool) or not isinstance(d_max, int) or d_max < 0:
+        raise ValueError(f"d_max must be a non-negative int, got {d_max!r}")
+    return d_max
+
+
+def _optional(name: str, t, dtype: torch.dtype, shape: tuple[int, ...]) -> int:
+    """Address of an optional tensor (0 for None) after checking it."""
+    if t is None:
+        return 0
+    _check(name, t, dtype, len(shape))
+    _check_shape(name, t, shape)
+    return t.data_ptr()
+
+
+def lookup(weight: torch.Tensor, offsets: torch.Tensor, widths: torch.Tensor, ids: torch.Tensor,
+           d_max: int) -> torch.Tensor:
+    """Padded lookup: [N, d_max], each row's width values followed by zeros."""
+    code = _table(weight, offsets, widths)
+    _check("ids", ids, torch.int64, 1)
+    d_max = _d_max(d_max)
+    out = torch.empty(ids.numel(), d_max, dtype=weight.dtype)
+    _C.cpu.lookup(code, weight.data_ptr(), weight.numel(), offsets.data_ptr(), widths.data_ptr(),
+                  offsets.numel(), d_max, ids.data_ptr(), ids.numel(), out.data_ptr(),
+                  torch.get_num_threads())
+    return out
+
+
+def pooled(weight: torch.Tensor, offsets: torch.Tensor, widths: torch.Tensor, ids: torch.Tensor,
+           bag_offsets: torch.Tensor, mode: str, per_sample_weights: torch.Tensor | None,
+           d_max: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pooled lookup over bags ``ids[bag_offsets[b]:bag_offsets[b+1]]`` with mode "sum", "mean" or
+    "max" over the logical (zero-padded) rows. Returns (out [B, d_max], argmax [B, d_max] int64 for
+    "max" (position in ids of the first maximum, -1 for an empty bag) else None)."""
+    code = _table(weight, offsets, widths)
+    _check("ids", ids, torch.int64, 1)
+    _check("bag_offsets", bag_offsets, torch.int64, 1)
+    if bag_offsets.numel() < 1:
+        raise ValueError("bag_offsets must have B + 1 >= 1 entries")
+    if mode not in _POOL_MODES:
+        raise ValueError(f"mode must be one of 'sum', 'mean', 'max', got {mode!r}")
+    if per_sample_weights is not None and mode != "sum":
+        raise ValueError(f"per_sample_weights is only supported for mode='sum', got mode={mode!r}")
+    psw = _optional("per_sample_weights", per_sample_weights, weight.dtype, (ids.numel(),))
+    d_max = _d_max(d_max)
+    bags = bag_offsets.numel() - 1
+    out = torch.empty(bags, d_max, dtype=weight.dtype)
+    argmax = torch.empty(bags, d_max, dtype=torch.int64) if mode == "max" else None
+    _C.cpu.pooled(code, weight.data_ptr(), weight.numel(), offsets.data_ptr(), widths.data_ptr(),
+                  offsets.numel(), d_max, ids.data_ptr(), ids.numel(), bag_offsets.data_ptr(),
+                  bags, _POOL_MODES[mode], psw, out.data_ptr(),
+                  0 if argmax is None else argmax.data_ptr(), torch.get_num_threads())
+    return out, argmax
+
+
+def _grad_source(grad_src, ids, src_index, scale, argmax, dtype=None):
+    """Checks the per-position gradient inputs; returns (dtype code, addresses for _C)."""
+    _check("grad_src", grad_src, dtype or tuple(_DTYPE_CODES), 2)
+    _check("ids", ids, torch.int64, 1)
+    n = ids.numel()
+    if src_index is None and grad_src.shape[0] != n:
+        raise ValueError(f"grad_src must have N = {n} rows when src_index is None, "
+                         f"got shape {tuple(grad_src.shape)}")
+    addresses = dict(
+        grad_src=grad_src.data_ptr(), m=grad_src.shape[0], ids=ids.data_ptr(), n=n,
+        src_index=_optional("src_index", src_index, torch.int64, (n,)),
+        scale=_optional("scale", scale, grad_src.dtype, (n,)),
+        argmax=_optional("argmax", argmax, torch.int64, tuple(grad_src.shape)),
+    )
+    return _DTYPE_CODES[grad_src.dtype], addresses
+
+
+def flat_grad(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Tensor | None,
+              scale: torch.Tensor | None, argmax: torch.Tensor | None, offsets: torch.Tensor,
+              widths: torch.Tensor, capacity: int) -> torch.Tensor:
+    """Gradient w.r.t. the flat buffer, shape [capacity]: zeros except the first width entries of
+    touched rows, duplicate ids summed in position order."""
+    code, src = _grad_source(grad_src, ids, src_index, scale, argmax)
+    _check("offsets", offsets, torch.int64, 1)
+    _check("widths", widths, torch.int32, 1)
+    _check_shape("widths", widths, tuple(offsets.shape))
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+        raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
+    out = torch.empty(capacity, dtype=grad_src.dtype)
+    _C.cpu.flat_grad(code, **src, offsets=offsets.data_ptr(), widths=widths.data_ptr(),
+                     rows=offsets.numel(), d_max=grad_src.shape[1], out=out.data_ptr(),
+                     capacity=capacity, threads=torch.get_num_threads())
+    return out
+
+
+def fused_update(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Tensor | None,
+                 scale: torch.Tensor | None, argmax: torch.Tensor | None, offsets: torch.Tensor,
+                 widths: torch.Tensor, weight: torch.Tensor,
+                 state: Sequence[torch.Tensor] | None, row_state: torch.Tensor | None,
+                 optimizer: str, lr: float, eps: float, beta1: float, beta2: float,
+                 weight_decay: float, step: int) -> None:
+    """Combines the per-row gradients as flat_grad does and applies the optimizer in place to the
+    touched rows of weight and of its state ("adagrad": [sum], "adam": [m, v], same layout as
+    weight; "rowwise_adagrad": row_state float32 [num_rows])."""
+    code = _table(weight, offsets, widths)
+    _, src = _grad_source(grad_src, ids, src_index, scale, argmax, weight.dtype)
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
+    state = list(state or [])
+    if len(state) != _STATE_COUNTS[optimizer]:
+        raise ValueError(f"optimizer {optimizer!r} needs {_STATE_COUNTS[optimizer]} state "
+                         f"tensors, got {len(state)}")
+    for idx, s in enumerate(state):
+        _check(f"state[{idx}]", s, weight.dtype, 1)
+        _check_shape(f"state[{idx}]", s, tuple(weight.shape))
+    if optimizer == "rowwise_adagrad":
+        if row_state is None:
+            raise ValueError("optimizer 'rowwise_adagrad' needs row_state (float32 [num_rows])")
+        _check("row_state", row_state, torch.float32, 1)
+        _check_shape("row_state", row_state, tuple(offsets.shape))
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be an int >= 1, got {step!r}")
+    pointers = [s.data_ptr() for s in state] + [0] * (2 - len(state))
+    _C.cpu.fused_update(
+        code, **src, offsets=offsets.data_ptr(), widths=widths.data_ptr(), rows=offsets.numel(),
+        d_max=grad_src.shape[1], weight=weight.data_ptr(), numel=weight.numel(),
+        state0=pointers[0], state1=pointers[1],
+        row_state=row_state.data_ptr() if optimizer == "rowwise_adagrad" else 0,
+        optimizer=_OPTIMIZERS[optimizer], lr=float(lr), eps=float(eps), beta1=float(beta1),
+        beta2=float(beta2), weight_decay=float(weight_decay), step=step,
+        threads=torch.get_num_threads())

@@ -1,0 +1,343 @@
+"""`pyscall.Embedding` and `pyscall.EmbeddingBag`: drop-in replacements for the torch modules whose rows
+each have their own width inside a hard memory budget.
+
+Where a lookup happens: `pyscall.ops` (the forward of both modules is one call there).
+Where a width changes: `RaggedTable.resize / set_widths / append / release / compact`, each a call into
+the arena (`pyscall.arena.RaggedArena`) that also keeps a torch optimizer's state aligned in drop-in mode.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Iterable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from . import ops
+from .arena import RaggedArena
+
+# Fused optimizers: per-element state buffers, per-row state buffers, default hyper-parameters.
+FUSED_OPTIMIZERS = {
+    "sgd": (0, 0, dict(lr=0.01, eps=0.0)),
+    "adagrad": (1, 0, dict(lr=0.01, eps=1e-10)),
+    "rowwise_adagrad": (0, 1, dict(lr=0.01, eps=1e-8)),
+    "adam": (2, 0, dict(lr=1e-3, eps=1e-8)),
+}
+
+# torch.nn.Embedding / EmbeddingBag keywords pyscall does not implement, with torch's defaults:
+# passing the default is harmless, anything else raises instead of being ignored.
+_UNSUPPORTED_TORCH_KEYWORDS = {"max_norm": None, "norm_type": 2.0, "scale_grad_by_freq": False,
+                               "sparse": False, "_weight": None, "_freeze": False}
+
+OptimizerArg = Union[torch.optim.Optimizer, Iterable[torch.optim.Optimizer], None]
+
+
+def _as_optimizers(optimizer: OptimizerArg) -> list:
+    if optimizer is None:
+        return []
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return [optimizer]
+    return list(optimizer)
+
+
+class RaggedTable(nn.Module):
+    """What `Embedding` and `EmbeddingBag` share: the arena, the layout methods, the state dict."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: Optional[int] = None, *,
+                 widths=None, budget_bytes: Optional[int] = None, optimizer: Optional[str] = None,
+                 lr: Optional[float] = None, betas=(0.9, 0.999), eps: Optional[float] = None,
+                 weight_decay: float = 0.0, init_std: Optional[float] = None, device=None, dtype=None,
+                 **torch_keywords):
+        super().__init__()
+        for key, value in torch_keywords.items():
+            if key not in _UNSUPPORTED_TORCH_KEYWORDS:
+                raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {key!r}")
+            if value != _UNSUPPORTED_TORCH_KEYWORDS[key]:
+                raise NotImplementedError(f"pyscall.{type(self).__name__} does not support {key}={value!r}")
+        if num_embeddings < 0 or embedding_dim <= 0:
+            raise ValueError(f"need num_embeddings >= 0 and embedding_dim > 0, got {num_embeddings}, "
+                             f"{embedding_dim}")
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError("padding_idx must be within num_embeddings")
+            padding_idx = padding_idx % num_embeddings
+        if optimizer is not None and optimizer not in FUSED_OPTIMIZERS:
+            raise ValueError(f"optimizer must be None or one of {sorted(FUSED_OPTIMIZERS)}, got {optimizer!r}")
+        if init_std is not None and init_std < 0:
+            raise ValueError(f"init_std must be >= 0, got {init_std}")
+        dtype = dtype or torch.get_default_dtype()
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        per_element, per_row, defaults = FUSED_OPTIMIZERS.get(optimizer, (0, 0, dict(lr=0.0, eps=0.0)))
+        self.padding_idx = padding_idx
+        self.optimizer = optimizer
+        self.init_std = init_std
+        self._arena = RaggedArena(num_embeddings, embedding_dim, widths, dtype=dtype, device=device,
+                                  state_per_element=per_element, state_per_row=per_row,
+                                  budget_bytes=budget_bytes, row_init=self._row_init)
+        if padding_idx is not None:
+            self._zero_row(padding_idx)
+        # The flat buffer itself; the arena swaps its storage on reallocation, so this stays the same object.
+        self.weight = nn.Parameter(self._arena.weight, requires_grad=True)
+        self._arena.weight = self.weight
+        self.weight._pyscall_table = weakref.ref(self)
+        hparams = [defaults["lr"] if lr is None else lr, defaults["eps"] if eps is None else eps,
+                   betas[0], betas[1], weight_decay]
+        self.register_buffer("_hparams", torch.tensor(hparams, dtype=torch.float64), persistent=False)
+        self.register_buffer("_step", torch.zeros(1, dtype=torch.int64), persistent=False)
+        self._layout_version = 0
+        self._aligned = weakref.WeakKeyDictionary()  # torch optimizer -> layout version its state matches
+
+    # -- initialisation ------------------------------------------------------------------------
+    def _row_init(self, numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        values = torch.empty(numel, dtype=dtype, device=device)
+        return values.normal_(0.0, 1.0 if self.init_std is None else self.init_std)
+
+    def _zero_row(self, row: int) -> None:
+        off, width = int(self._arena.offsets[row]), int(self._arena.widths[row])
+        self._arena.weight.data[off: off + width] = 0
+
+    # -- attributes of the contract --------------------------------------------------------------
+    @property
+    def num_embeddings(self) -> int:
+        return self._arena.num_rows
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._arena.d_max
+
+    @property
+    def widths(self) -> Tensor:
+        return self._arena.widths.clone()
+
+    @property
+    def budget_bytes(self) -> Optional[int]:
+        return self._arena.budget_bytes
+
+    @budget_bytes.setter
+    def budget_bytes(self, value: Optional[int]) -> None:
+        self._arena.set_budget(value)
+
+    @property
+    def lr(self) -> float:
+        return float(self._hparams[0])
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._hparams[0] = value
+
+    @property
+    def step(self) -> int:
+        """Fused optimizer steps taken so far."""
+        return int(self._step)
+
+    def memory_stats(self) -> dict:
+        return self._arena.memory_stats()
+
+    def to_dense(self) -> Tensor:
+        return self._arena.to_dense()
+
+    def extra_repr(self) -> str:
+        stats = self._arena.memory_stats()
+        text = (f"{self.num_embeddings}, {self.embedding_dim}, mean_width="
+                f"{stats['total_width'] / max(1, stats['num_rows']):.2f}")
+        if self.padding_idx is not None:
+            text += f", padding_idx={self.padding_idx}"
+        if self.optimizer:
+            text += f", optimizer={self.optimizer!r}"
+        if stats["budget_bytes"] is not None:
+            text += f", budget_bytes={stats['budget_bytes']}"
+        return text
+
+    # -- layout changes ----------------------------------------------------------------------------
+    def _companions(self, optimizers: list) -> list:
+        """Per-element state tensors of torch optimizers (drop-in mode), moved with the rows."""
+        found = []
+        for opt in optimizers:
+            for value in opt.state.get(self.weight, {}).values():
+                if torch.is_tensor(value) and value.shape == self.weight.shape:
+                    found.append(value)
+        return found
+
+    def _relayout(self, method: str, *args, optimizer: OptimizerArg = None):
+        optimizers = _as_optimizers(optimizer)
+        if optimizers and self.optimizer is not None:
+            raise ValueError("optimizer= is for drop-in mode; this table's optimizer is fused "
+                             f"({self.optimizer!r}) and its state moves with the rows by itself")
+        result = getattr(self._arena, method)(*args, companions=self._companions(optimizers))
+        self._layout_version += 1
+        for opt in optimizers:
+            self._aligned[opt] = self._layout_version
+        return result
+
+    def resize(self, ids, widths, *, optimizer: OptimizerArg = None) -> None:
+        """Set the width of rows `ids` (batched, all-or-nothing; the last entry of a repeated id wins).
+
+        Shrinking keeps the first values, growing keeps every value and adds zeros (and zero
+        optimizer state). In drop-in mode pass the torch optimizer(s) training `weight` so their
+        per-element state moves with the rows.
+        """
+        self._relayout("resize", ids, widths, optimizer=optimizer)
+
+    def set_widths(self, widths, *, optimizer: OptimizerArg = None) -> None:
+        """Set every row's width at once (the SCALL step); the table is re-laid out compactly."""
+        self._relayout("set_widths", widths, optimizer=optimizer)
+
+    def append(self, widths, *, optimizer: OptimizerArg = None):
+        """Add rows with the given widths (int: one row); returns the new id(s). New rows get the row init."""
+        new_ids = self._relayout("append", widths, optimizer=optimizer)
+        return int(new_ids[0]) if isinstance(widths, int) else new_ids
+
+    def release(self, ids, *, optimizer: OptimizerArg = None) -> None:
+        """Free the storage of rows `ids` (their width becomes 0; the ids stay valid)."""
+        self._relayout("release", ids, optimizer=optimizer)
+
+    def compact(self, *, optimizer: OptimizerArg = None) -> None:
+        """Defragment in place and trim the buffers to the bytes in use."""
+        self._relayout("compact", optimizer=optimizer)
+
+    # -- forward plumbing ----------------------------------------------------------------------
+    def _ids(self, input: Tensor) -> Tensor:
+        if not torch.is_tensor(input):
+            raise TypeError(f"input must be a tensor of indices, got {type(input).__name__}")
+        if input.dtype not in (torch.int64, torch.int32):
+            raise TypeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
+                            f"types: Long, Int; but got {input.dtype} instead")
+        if input.device != self.weight.device:
+            raise ValueError(f"indices are on {input.device}, the table is on {self.weight.device}")
+        return input.reshape(-1).to(torch.int64).contiguous()
+
+    def _kernel_args(self):
+        a = self._arena
+        return a.offsets, a.widths
+
+    def _optimizer_buffers(self):
+        if self.optimizer is None:
+            return [], [], self._step, self._hparams, ""
+        return list(self._arena.state), list(self._arena.row_state), self._step, self._hparams, self.optimizer
+
+    # -- ragged state dict -----------------------------------------------------------------------
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        # Compact form: values packed in row order, no n x d_max padding and no free space.
+        a = self._arena
+        index = a.packed_index()
+        destination[prefix + "widths"] = a.widths.clone()
+        destination[prefix + "values"] = a.weight.detach()[index].clone()
+        for k, buf in enumerate(a.state):
+            destination[prefix + f"state.{k}"] = buf[index].clone()
+        for k, buf in enumerate(a.row_state):
+            destination[prefix + f"row_state.{k}"] = buf.clone()
+        if self.optimizer is not None:
+            destination[prefix + "step"] = self._step.clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        mine = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        expected = {"widths", "values"} | {f"state.{k}" for k in range(len(self._arena.state))} \
+            | {f"row_state.{k}" for k in range(len(self._arena.row_state))} \
+            | ({"step"} if self.optimizer is not None else set())
+        missing = expected - mine.keys()
+        if missing:
+            missing_keys.extend(prefix + k for k in sorted(missing))
+            return
+        unexpected_keys.extend(prefix + k for k in sorted(mine.keys() - expected))
+        widths = mine["widths"]
+        # Builds a new arena first: on any error (budget, shapes) this table is unchanged.
+        self._arena = self._arena.restored(widths, mine["values"],
+                                           [mine[f"state.{k}"] for k in range(len(self._arena.state))],
+                                           [mine[f"row_state.{k}"] for k in range(len(self._arena.row_state))],
+                                           weight=self.weight)
+        if self.optimizer is not None:
+            self._step.copy_(mine["step"])
+        self._layout_version += 1
+
+
+class Embedding(RaggedTable):
+    """A lookup table whose rows each have their own width (0..embedding_dim), inside `budget_bytes`.
+
+    With `widths=None` it matches `torch.nn.Embedding` (values, gradients, init). `optimizer=None`
+    is drop-in mode: `weight` is the flat buffer as an `nn.Parameter` and any torch optimizer trains
+    it. `optimizer="sgd" | "adagrad" | "rowwise_adagrad" | "adam"` fuses the update into backward:
+    each backward through a forward call is one optimizer step on the rows that call touched, so
+    look up all ids of a training step in one call (concatenate them).
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        ids = self._ids(input)
+        offsets, widths = self._kernel_args()
+        states, row_states, step, hparams, optimizer = self._optimizer_buffers()
+        out = ops.embedding_lookup(self.weight, offsets, widths, ids, self.embedding_dim,
+                                   -1 if self.padding_idx is None else self.padding_idx,
+                                   states, row_states, step, hparams, optimizer)
+        return out.view(*input.shape, self.embedding_dim)
+
+
+class EmbeddingBag(RaggedTable):
+    """Pooled lookups (sum, mean, max) over bags of ragged rows, with torch.nn.EmbeddingBag's semantics."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, mode: str = "mean",
+                 include_last_offset: bool = False, padding_idx: Optional[int] = None, **kwargs):
+        if mode not in ops.MODES:
+            raise ValueError(f"mode must be one of {ops.MODES}, got {mode!r}")
+        super().__init__(num_embeddings, embedding_dim, padding_idx, **kwargs)
+        self.mode = mode
+        self.include_last_offset = include_last_offset
+
+    def forward(self, input: Tensor, offsets: Optional[Tensor] = None,
+                per_sample_weights: Optional[Tensor] = None) -> Tensor:
+        ids = self._ids(input)
+        if input.dim() == 2:
+            if offsets is not None:
+                raise ValueError("if input is 2D, then offsets has to be None, as input is treated is a "
+                                 "mini-batch of fixed length sequences")
+            bag_offsets = torch.arange(0, ids.numel() + 1, max(1, input.shape[1]), device=ids.device)
+            if input.shape[1] == 0:
+                bag_offsets = ids.new_zeros(input.shape[0] + 1)
+        elif input.dim() == 1:
+            if offsets is None:
+                raise ValueError("offsets has to be a 1D Tensor but got None")
+            if offsets.dim() != 1:
+                raise ValueError("offsets has to be a 1D Tensor")
+            if offsets.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"offsets must be int64 or int32, got {offsets.dtype}")
+            bag_offsets = offsets.to(torch.int64)
+            if not self.include_last_offset:
+                bag_offsets = torch.cat([bag_offsets, bag_offsets.new_full((1,), ids.numel())])
+        else:
+            raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {input.dim()}")
+        if per_sample_weights is not None:
+            if self.mode != "sum":
+                raise NotImplementedError("embedding_bag: per_sample_weights was not None. per_sample_weights "
+                                          f"is only supported for mode='sum' (got mode='{self.mode}')")
+            if per_sample_weights.shape != input.shape:
+                raise ValueError(f"per_sample_weights has shape {tuple(per_sample_weights.shape)}, expected "
+                                 f"the shape of input {tuple(input.shape)}")
+            if per_sample_weights.dtype != self.weight.dtype:
+                raise TypeError(f"per_sample_weights must be {self.weight.dtype}, got {per_sample_weights.dtype}")
+            per_sample_weights = per_sample_weights.reshape(-1)
+        table_offsets, widths = self._kernel_args()
+        states, row_states, step, hparams, optimizer = self._optimizer_buffers()
+        out, _ = ops.bag_lookup(self.weight, table_offsets, widths, ids, bag_offsets.contiguous(), self.mode,
+                                per_sample_weights, self.embedding_dim,
+                                -1 if self.padding_idx is None else self.padding_idx,
+                                states, row_states, step, hparams, optimizer)
+        return out
+
+
+def _check_optimizer_alignment(optimizer, args, kwargs):
+    """Refuse a torch optimizer step whose state predates a layout change of a pyscall table."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            table_ref = getattr(param, "_pyscall_table", None)
+            table = table_ref() if table_ref is not None else None
+            if table is None:
+                continue
+            if not optimizer.state.get(param):
+                table._aligned[optimizer] = table._layout_version
+            elif table._aligned.get(optimizer) != table._layout_version:
+                raise RuntimeError(
+                    "this optimizer's state for a pyscall table predates a change of its row layout; pass "
+                    "the optimizer to the layout call (e.g. emb.resize(ids, widths, optimizer=opt)) so its "
+                    "state moves with the rows")
+
+
+torch.optim.optimizer.register_optimizer_step_pre_hook(_check_optimizer_alignment)

@@ -1,0 +1,11 @@
+"""Exceptions raised by pyscall."""
+
+
+class BudgetExceededError(RuntimeError):
+    """An operation would need more bytes than the table's ``budget_bytes``.
+
+    Raised by construction, ``append``, ``resize`` and ``set_widths`` (the C++
+    arena raises it through ``pyscall._C``). It subclasses RuntimeError so that
+    code catching RuntimeError keeps working. When it is raised, widths, values,
+    optimizer state and statistics are exactly as they were before the call.
+    """

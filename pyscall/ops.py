@@ -1,0 +1,261 @@
+"""The pyscall operators, registered with torch.library so that torch.compile traces through them.
+
+Every lookup of a ragged table happens here: `embedding_lookup` (padded rows) and `bag_lookup`
+(pooled bags) run forward; their backward either produces the gradient of the flat weight buffer
+(drop-in mode, `optimizer == ""`) or applies the fused optimizer to the touched rows in place.
+Kernels come from `pyscall.backend_cpu` (C++ `_C`) for CPU tensors and from `pyscall.kernels`
+(Triton) for CUDA tensors, or for CPU tensors too when PYSCALL_BACKEND=triton (with
+TRITON_INTERPRET=1 set before import, for testing the Triton code without a GPU).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+MODES = ("sum", "mean", "max")
+
+
+def backend(device: torch.device):
+    """The kernel module for tensors on `device`."""
+    choice = os.environ.get("PYSCALL_BACKEND", "auto")
+    if choice not in ("auto", "cpu", "triton"):
+        raise ValueError(f"PYSCALL_BACKEND must be 'auto', 'cpu' or 'triton', got {choice!r}")
+    if device.type == "cuda" or choice == "triton":
+        if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError("PYSCALL_BACKEND=triton on CPU tensors needs TRITON_INTERPRET=1 "
+                               "set before pyscall.kernels is imported")
+        from . import kernels
+        return kernels
+    if device.type != "cpu":
+        raise ValueError(f"pyscall supports cpu and cuda tensors, got device {device}")
+    from . import backend_cpu
+    return backend_cpu
+
+
+def check_ids(ids: Tensor, num_rows: int) -> None:
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_rows):
+        raise IndexError("index out of range in self")
+
+
+def check_bag_offsets(bag_offsets: Tensor, n: int) -> None:
+    if bag_offsets.numel() == 0 or int(bag_offsets[0]) != 0:
+        raise ValueError("offsets[0] must be 0 (the first bag starts at the first index)")
+    if bag_offsets.numel() > 1:
+        if bool((bag_offsets[1:] < bag_offsets[:-1]).any()):
+            raise ValueError("offsets must be non-decreasing")
+        if int(bag_offsets[-1]) > n:
+            raise ValueError(f"offsets[-1] must be <= the number of indices ({n}), got {int(bag_offsets[-1])}")
+
+
+def _drop_padding(ids: Tensor, bag_offsets: Tensor, padding_idx: int):
+    """Remove padding entries from bags (torch excludes them from sums, means and maxima).
+
+    Returns (kept ids, their bag offsets, positions kept in the original input or None if all were).
+    """
+    n = int(bag_offsets[-1])
+    ids = ids[:n]
+    if padding_idx < 0:
+        return ids, bag_offsets, None
+    keep = ids != padding_idx
+    if bool(keep.all()):
+        return ids, bag_offsets, None
+    kept_before = torch.cat([keep.new_zeros(1, dtype=torch.int64), keep.cumsum(0)])
+    return ids[keep], kept_before[bag_offsets], keep.nonzero().squeeze(1)
+
+
+def _bag_positions(bag_offsets: Tensor, n: int) -> Tensor:
+    """Bag index of each of the n positions."""
+    counts = bag_offsets[1:] - bag_offsets[:-1]
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=bag_offsets.device), counts,
+                                   output_size=n)
+
+
+def _bag_gradient_rows(ids, bag_offsets, mode, per_sample_weights, padding_idx):
+    """(kept ids, src_index, scale) of the kernel contract for a pooled backward."""
+    ids_k, offs_k, kept = _drop_padding(ids, bag_offsets, padding_idx)
+    src_index = _bag_positions(offs_k, ids_k.numel())
+    scale = None
+    if mode == "mean":
+        counts = (offs_k[1:] - offs_k[:-1]).clamp_min(1)
+        scale = (1.0 / counts.to(torch.float64))[src_index]
+    elif per_sample_weights is not None:
+        scale = per_sample_weights[: int(bag_offsets[-1])]
+        scale = scale if kept is None else scale[kept]
+    return ids_k, offs_k, src_index, scale
+
+
+def _optimizer_args(hparams: Tensor, step: Tensor, optimizer: str) -> dict:
+    lr, eps, beta1, beta2, weight_decay = hparams.tolist()
+    step += 1
+    return dict(optimizer=optimizer, lr=lr, eps=eps, beta1=beta1, beta2=beta2,
+                weight_decay=weight_decay, step=int(step))
+
+
+# ---------------------------------------------------------------------------------------------
+# Padded lookup: ids [N] -> [N, d_max]
+# ---------------------------------------------------------------------------------------------
+@torch.library.custom_op("pyscall::embedding_lookup", mutates_args=())
+def embedding_lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: int,
+                     padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor,
+                     hparams: Tensor, optimizer: str) -> Tensor:
+    # states/row_states/step/hparams/optimizer ride along only for the backward (the fused update).
+    check_ids(ids, offsets.shape[0])
+    return backend(weight.device).lookup(weight, offsets, widths, ids, d_max)
+
+
+@embedding_lookup.register_fake
+def _(weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer):
+    return weight.new_empty((ids.shape[0], d_max))
+
+
+def _lookup_setup(ctx, inputs, output):
+    weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer = inputs
+    ctx.padding_idx, ctx.optimizer, ctx.n_states = padding_idx, optimizer, len(states)
+    ctx.save_for_backward(weight, offsets, widths, ids, step, hparams, *states, *row_states)
+
+
+def _lookup_backward(ctx, grad):
+    weight, offsets, widths, ids, step, hparams, *bufs = ctx.saved_tensors
+    states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
+    grad_weight = None
+    if ctx.optimizer:
+        torch.ops.pyscall.fused_backward(weight.detach(), states, row_states, step, hparams, ctx.optimizer,
+                                         grad.contiguous(), ids, None, offsets, widths, "", None, None,
+                                         ctx.padding_idx)
+    else:
+        grad_weight = torch.ops.pyscall.flat_backward(weight, grad.contiguous(), ids, None, offsets, widths,
+                                                      "", None, None, ctx.padding_idx)
+    return (grad_weight,) + (None,) * 10
+
+
+embedding_lookup.register_autograd(_lookup_backward, setup_context=_lookup_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooled lookup: bags by offsets [B+1] -> [B, d_max]
+# ---------------------------------------------------------------------------------------------
+@torch.library.custom_op("pyscall::bag_lookup", mutates_args=())
+def bag_lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offsets: Tensor,
+               mode: str, per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int,
+               states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
+               optimizer: str) -> tuple[Tensor, Tensor]:
+    check_bag_offsets(bag_offsets, ids.numel())
+    ids_k, offs_k, kept = _drop_padding(ids, bag_offsets, padding_idx)
+    check_ids(ids_k, offsets.shape[0])
+    psw = per_sample_weights
+    if psw is not None:
+        psw = psw[: int(bag_offsets[-1])]
+        psw = (psw if kept is None else psw[kept]).contiguous()
+    out, argmax = backend(weight.device).pooled(weight, offsets, widths, ids_k, offs_k, mode, psw, d_max)
+    return out, (argmax if argmax is not None else ids.new_empty((0,)))
+
+
+@bag_lookup.register_fake
+def _(weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx, states,
+      row_states, step, hparams, optimizer):
+    bags = bag_offsets.shape[0] - 1
+    argmax = ids.new_empty((bags, d_max)) if mode == "max" else ids.new_empty((0,))
+    return weight.new_empty((bags, d_max)), argmax
+
+
+def _bag_setup(ctx, inputs, output):
+    (weight, offsets, widths, ids, bag_offsets, mode, psw, d_max, padding_idx, states, row_states, step,
+     hparams, optimizer) = inputs
+    ctx.mode, ctx.d_max, ctx.padding_idx, ctx.optimizer = mode, d_max, padding_idx, optimizer
+    ctx.n_states, ctx.has_psw = len(states), psw is not None
+    ctx.save_for_backward(weight, offsets, widths, ids, bag_offsets, output[1], step, hparams,
+                          psw if psw is not None else ids.new_empty((0,)), *states, *row_states)
+
+
+def _bag_backward(ctx, grad, _grad_argmax):
+    weight, offsets, widths, ids, bag_offsets, argmax, step, hparams, psw, *bufs = ctx.saved_tensors
+    states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
+    psw = psw if ctx.has_psw else None
+    argmax = argmax if ctx.mode == "max" else None
+    grad = grad.contiguous()
+    grad_weight = grad_psw = None
+    if ctx.optimizer:
+        torch.ops.pyscall.fused_backward(weight.detach(), states, row_states, step, hparams, ctx.optimizer,
+                                         grad, ids, bag_offsets, offsets, widths, ctx.mode, psw, argmax,
+                                         ctx.padding_idx)
+    elif ctx.needs_input_grad[0]:
+        grad_weight = torch.ops.pyscall.flat_backward(weight, grad, ids, bag_offsets, offsets, widths,
+                                                      ctx.mode, psw, argmax, ctx.padding_idx)
+    if ctx.has_psw and ctx.needs_input_grad[6]:
+        grad_psw = torch.ops.pyscall.per_sample_weights_grad(weight, offsets, widths, ids, bag_offsets, grad,
+                                                             ctx.d_max, ctx.padding_idx)
+    return (grad_weight, None, None, None, None, None, grad_psw) + (None,) * 7
+
+
+bag_lookup.register_autograd(_bag_backward, setup_context=_bag_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward ops (called from the autograd formulas above)
+# ---------------------------------------------------------------------------------------------
+def _gradient_rows(ids, bag_offsets, mode, psw, padding_idx):
+    """Kernel-contract arguments (ids, src_index, scale) for a padded or pooled backward."""
+    if bag_offsets is not None:
+        ids_k, _, src_index, scale = _bag_gradient_rows(ids, bag_offsets, mode, psw, padding_idx)
+        return ids_k, src_index, scale
+    if padding_idx >= 0:
+        kept = (ids != padding_idx).nonzero().squeeze(1)
+        return ids[kept], kept, None
+    return ids, None, None
+
+
+@torch.library.custom_op("pyscall::flat_backward", mutates_args=())
+def flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
+                  widths: Tensor, mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
+                  padding_idx: int) -> Tensor:
+    ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, mode, per_sample_weights, padding_idx)
+    if scale is not None:
+        scale = scale.to(grad.dtype)
+    return backend(weight.device).flat_grad(grad, ids_k, src_index, scale, argmax, offsets, widths,
+                                            weight.numel())
+
+
+@flat_backward.register_fake
+def _(weight, grad, ids, bag_offsets, offsets, widths, mode, per_sample_weights, argmax, padding_idx):
+    return torch.empty_like(weight)
+
+
+@torch.library.custom_op("pyscall::fused_backward",
+                         mutates_args=("weight", "states", "row_states", "step"))
+def fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tensor], step: Tensor,
+                   hparams: Tensor, optimizer: str, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor],
+                   offsets: Tensor, widths: Tensor, mode: str, per_sample_weights: Optional[Tensor],
+                   argmax: Optional[Tensor], padding_idx: int) -> None:
+    ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, mode, per_sample_weights, padding_idx)
+    if scale is not None:
+        scale = scale.to(grad.dtype)
+    backend(weight.device).fused_update(grad, ids_k, src_index, scale, argmax, offsets, widths, weight,
+                                        list(states), list(row_states),
+                                        **_optimizer_args(hparams, step, optimizer))
+
+
+@fused_backward.register_fake
+def _(weight, states, row_states, step, hparams, optimizer, grad, ids, bag_offsets, offsets, widths, mode,
+      per_sample_weights, argmax, padding_idx):
+    return None
+
+
+@torch.library.custom_op("pyscall::per_sample_weights_grad", mutates_args=())
+def per_sample_weights_grad(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor,
+                            bag_offsets: Tensor, grad: Tensor, d_max: int, padding_idx: int) -> Tensor:
+    # d out[b] / d w[k] = row(ids[k]) . grad[b]; padding entries and ids past offsets[-1] get 0.
+    n = int(bag_offsets[-1])
+    rows = backend(weight.device).lookup(weight, offsets, widths, ids[:n].contiguous(), d_max)
+    result = grad.new_zeros(ids.shape[0])
+    result[:n] = (rows * grad[_bag_positions(bag_offsets, n)]).sum(1)
+    if padding_idx >= 0:
+        result[ids == padding_idx] = 0
+    return result
+
+
+@per_sample_weights_grad.register_fake
+def _(weight, offsets, widths, ids, bag_offsets, grad, d_max, padding_idx):
+    return grad.new_empty((ids.shape[0],))

@@ -1,0 +1,180 @@
+"""Long random operation sequences against a plain Python model of the rows."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from pyscall.arena import RaggedArena
+from pyscall.errors import BudgetExceededError
+
+D_MAX = 12
+
+
+class CheckedArena(RaggedArena):
+    """Checks every plan before replaying it: unordered steps are independent,
+    and ordered steps give the same rows when run out of place (the GPU rule)."""
+
+    def _apply(self, plan, companions):
+        buffers = [self.weight, *self.state, *companions]
+        old = [b.detach().double().numpy().copy() for b in buffers]
+        super()._apply(plan, companions)
+        for step in plan.steps:
+            src, dst, copy, total = (np.asarray(x) for x in (step.src, step.dst, step.copy,
+                                                           step.total))
+            if not step.ordered:
+                order = np.argsort(dst)
+                assert np.all(dst[order][1:] >= (dst + total)[order][:-1])
+                for k in range(len(src)):
+                    hit = (dst[k] < src + copy) & (src < dst[k] + total[k]) & (copy > 0)
+                    hit[k] = False
+                    assert not hit.any(), "unordered step writes a source it reads"
+        # Out-of-place replay of the whole plan must give the same rows.
+        size = max(plan.capacity_after, old[0].size)
+        for buf_old, buf_new in zip(old, buffers):
+            work = np.concatenate([buf_old, np.zeros(size - buf_old.size)])
+            for step in plan.steps:
+                out = work.copy() if not step.ordered else np.full(size, np.nan)
+                for s, d, c, t in zip(step.src, step.dst, step.copy, step.total):
+                    seg = work[s:s + c].copy()
+                    out[d:d + c] = seg
+                    out[d + c:d + t] = 0
+                work = out
+            for o, w in zip(self.offsets.tolist(), self.widths.tolist()):
+                np.testing.assert_array_equal(work[o:o + w], buf_new.detach().double().numpy()[o:o + w])
+
+
+def rand_init(numel, dtype, device):
+    return torch.rand(numel, dtype=torch.float64).to(dtype) + 1.0
+
+
+class Model:
+    """rows[b][i]: the values of row i in buffer b (weight, states, companion)."""
+
+    def __init__(self, widths, n_buffers, state_per_row):
+        self.widths = list(widths)
+        self.rows = [[np.zeros(w) for w in widths] for _ in range(n_buffers)]
+        self.row_state = [np.zeros(len(widths)) for _ in range(state_per_row)]
+
+    def set_width(self, i, w):
+        for rows in self.rows:
+            r = rows[i]
+            rows[i] = np.concatenate([r[:w], np.zeros(max(0, w - r.size))])
+        self.widths[i] = w
+
+
+def check(arena, model, buffers, bpe, bpr):
+    arena.validate()
+    assert arena.widths.tolist() == model.widths
+    for buf, rows in zip(buffers, model.rows):
+        dense = arena.to_dense(buf).double().numpy()
+        for i, r in enumerate(rows):
+            np.testing.assert_array_equal(dense[i, :r.size], r)
+            assert not dense[i, r.size:].any()
+    for rs, want in zip(arena.row_state, model.row_state):
+        np.testing.assert_array_equal(rs.double().numpy(), want)
+    st_ = arena.memory_stats()
+    assert st_["used_bytes"] == sum(model.widths) * bpe + len(model.widths) * bpr
+    assert st_["total_width"] == sum(model.widths) and st_["num_rows"] == len(model.widths)
+    if st_["budget_bytes"] is not None:
+        assert st_["capacity_bytes"] <= st_["budget_bytes"]
+
+
+def scribble(arena, model, buffers, rng):
+    """Training stand-in: new random values in every live position, mirrored in the model."""
+    with torch.no_grad():
+        for buf, rows in zip(buffers, model.rows):
+            for i, (o, w) in enumerate(zip(arena.offsets.tolist(), arena.widths.tolist())):
+                vals = rng.random(w) + 1.0
+                buf[o:o + w] = torch.from_numpy(vals).to(buf.dtype)
+                rows[i] = buf[o:o + w].double().numpy().copy()
+        for rs, want in zip(arena.row_state, model.row_state):
+            vals = rng.random(rs.numel()) + 1.0
+            rs.copy_(torch.from_numpy(vals))
+            want[:] = rs.double().numpy()
+
+
+ops = st.sampled_from(["append", "resize", "resize", "resize_one", "set_widths", "release",
+                       "compact"])
+
+
+@pytest.mark.parametrize("state", [(0, 0), (2, 1)])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_random_sequences_match_model(state, data, seed):
+    spe, spr = state
+    rng = np.random.default_rng(seed)
+    n0 = data.draw(st.integers(0, 40), label="rows")
+    widths0 = rng.integers(0, D_MAX + 1, n0).tolist()
+    bpe, bpr = 4 + spe * 4, spr * 4
+    budget = None
+    if data.draw(st.booleans(), label="budgeted"):
+        budget = int((sum(widths0) + data.draw(st.integers(0, 200))) * bpe + (n0 + 10) * bpr)
+    arena = CheckedArena(n0, D_MAX, widths0, state_per_element=spe, state_per_row=spr,
+                         budget_bytes=budget, row_init=rand_init)
+    companion = torch.zeros(arena.capacity, dtype=torch.float64)
+    buffers = lambda: [arena.weight, *arena.state, companion]  # noqa: E731
+    model = Model(widths0, 2 + spe, spr)
+    model.rows[0] = [arena.to_dense()[i, :w].double().numpy() for i, w in enumerate(widths0)]
+    check(arena, model, buffers(), bpe, bpr)
+    for _ in range(data.draw(st.integers(1, 25), label="steps")):
+        scribble(arena, model, buffers(), rng)
+        op, n = data.draw(ops), len(model.widths)
+        new_widths = list(model.widths)
+        rows_after = n
+        if op == "append":
+            add = rng.integers(0, D_MAX + 1, rng.integers(0, 6)).tolist()
+            new_widths += add
+            rows_after += len(add)
+            call = lambda: arena.append(add, companions=[companion])  # noqa: E731
+        elif op in ("resize", "resize_one"):
+            if n == 0:
+                continue
+            k = 1 if op == "resize_one" else int(rng.integers(1, n + 3))
+            ids = rng.integers(0, n, k)
+            ws = rng.integers(0, D_MAX + 1, k)
+            for i, w in zip(ids, ws):  # last wins
+                new_widths[i] = int(w)
+            call = lambda: arena.resize(torch.from_numpy(ids), torch.from_numpy(ws),  # noqa: E731
+                                        companions=[companion])
+        elif op == "set_widths":
+            new_widths = rng.integers(0, D_MAX + 1, n).tolist()
+            call = lambda: arena.set_widths(new_widths, companions=[companion])  # noqa: E731
+        elif op == "release":
+            if n == 0:
+                continue
+            ids = rng.integers(0, n, rng.integers(1, 4))
+            for i in ids:
+                new_widths[i] = 0
+            call = lambda: arena.release(ids, companions=[companion])  # noqa: E731
+        else:
+            call = lambda: arena.compact(companions=[companion])  # noqa: E731
+        need = sum(new_widths) * bpe + rows_after * bpr
+        if budget is not None and need > budget:
+            with pytest.raises(BudgetExceededError):
+                call()
+        else:
+            result = call()
+            if op == "append":
+                assert result.tolist() == list(range(n, rows_after))
+                for w in add:
+                    for rows in model.rows:
+                        rows.append(np.zeros(w))
+                    model.widths.append(w)
+                for rs_i, rs in enumerate(model.row_state):
+                    model.row_state[rs_i] = np.concatenate([rs, np.zeros(len(add))])
+                # row init is random: take the weight values the arena chose, check they are set
+                dense = arena.to_dense()
+                for i in range(n, rows_after):
+                    model.rows[0][i] = dense[i, :model.widths[i]].double().numpy()
+                    assert bool((dense[i, :model.widths[i]] >= 1.0).all())
+            else:
+                for i, w in enumerate(new_widths):
+                    if w != model.widths[i]:
+                        model.set_width(i, w)
+                if op == "release":
+                    for rs in model.row_state:
+                        rs[ids] = 0
+            if op == "compact":
+                assert arena.memory_stats()["fragmentation"] == 0
+                assert arena.memory_stats()["free_bytes"] == 0
+        check(arena, model, buffers(), bpe, bpr)

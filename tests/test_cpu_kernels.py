@@ -1,0 +1,387 @@
+"""CPU kernels (pyscall.backend_cpu) against a float64 dense masked reference in torch."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyscall import backend_cpu as K
+
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every output the kernels allocate starts as NaN (floats) or a sentinel (ints), so an entry
+    the kernel forgets to write fails the comparison instead of passing as leftover zeros."""
+    empty = torch.empty
+
+    def poisoned(*size, **kw):
+        t = empty(*size, **kw)
+        return t.fill_(math.nan if t.is_floating_point() else 987654321)
+
+    monkeypatch.setattr(K.torch, "empty", poisoned)
+
+
+def make_table(rows, d_max, dtype, seed):
+    """Random ragged table: widths cover 0, 1, odd, d_max; rows sit in the buffer in shuffled order
+    with gaps between them."""
+    g = torch.Generator().manual_seed(seed)
+    widths = torch.randint(0, d_max + 1, (rows,), generator=g, dtype=torch.int32)
+    widths[:4] = torch.tensor([0, 1, d_max, 3 if d_max >= 3 else d_max], dtype=torch.int32)
+    order = torch.randperm(rows, generator=g)
+    gaps = torch.randint(0, 3, (rows,), generator=g)
+    sizes = widths[order].long() + gaps
+    starts = torch.cumsum(sizes, 0) - sizes
+    offsets = torch.empty(rows, dtype=torch.int64)
+    offsets[order] = starts
+    capacity = int(sizes.sum()) + 5
+    weight = torch.randn(capacity, generator=g, dtype=torch.float64).to(dtype)
+    return weight, offsets, widths
+
+
+def to_dense(weight, offsets, widths, d_max):
+    dense = torch.zeros(len(offsets), d_max, dtype=torch.float64)
+    for i, (o, w) in enumerate(zip(offsets.tolist(), widths.tolist())):
+        dense[i, :w] = weight[o:o + w].double()
+    return dense
+
+
+def to_flat(dense, offsets, widths, capacity):
+    flat = torch.zeros(capacity, dtype=torch.float64)
+    for i, (o, w) in enumerate(zip(offsets.tolist(), widths.tolist())):
+        flat[o:o + w] = dense[i, :w]
+    return flat
+
+
+def make_ids(rows, n, g, always=()):
+    """Random ids with duplicates; `always` rows appear in every batch."""
+    ids = torch.randint(0, rows, (n,), generator=g)
+    ids[:len(always)] = torch.tensor(always, dtype=torch.int64)
+    return ids[torch.randperm(n, generator=g)]
+
+
+def make_bags(n, g):
+    """bag_offsets [B+1] with some empty bags."""
+    cuts = torch.sort(torch.randint(0, n + 1, (n // 3,), generator=g)).values
+    cuts[:2] = 0  # an empty first bag
+    return torch.cat([cuts, torch.tensor([n, n])])  # and an empty last bag
+
+
+def reference_forward(dense, ids, mode, bag_offsets=None, psw=None):
+    if mode == "padded":
+        return dense[ids]
+    return F.embedding_bag(ids, dense, bag_offsets, mode=mode, per_sample_weights=psw,
+                           include_last_offset=True)
+
+
+def reference_argmax(dense, ids, bag_offsets):
+    rows = dense[ids].numpy()
+    out = np.full((len(bag_offsets) - 1, dense.shape[1]), -1, dtype=np.int64)
+    for b, (s, e) in enumerate(zip(bag_offsets[:-1].tolist(), bag_offsets[1:].tolist())):
+        if e > s:
+            out[b] = s + np.argmax(rows[s:e], axis=0)  # first maximum
+    return torch.from_numpy(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d_max", [1, 7, 64])
+def test_lookup(dtype, d_max):
+    weight, offsets, widths = make_table(50, d_max, dtype, seed=d_max)
+    g = torch.Generator().manual_seed(1)
+    ids = make_ids(50, 300, g, always=[0, 1, 2, 3])
+    out = K.lookup(weight, offsets, widths, ids, d_max)
+    assert out.dtype == dtype and out.shape == (300, d_max)
+    torch.testing.assert_close(out.double(), to_dense(weight, offsets, widths, d_max)[ids], rtol=0,
+                               atol=0)
+
+
+def test_lookup_empty_batch():
+    weight, offsets, widths = make_table(5, 4, torch.float32, seed=0)
+    out = K.lookup(weight, offsets, widths, torch.empty(0, dtype=torch.int64), 4)
+    assert out.shape == (0, 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["sum", "mean", "max", "sum_weighted"])
+def test_pooled(dtype, mode):
+    d_max = 9
+    weight, offsets, widths = make_table(40, d_max, dtype, seed=3)
+    g = torch.Generator().manual_seed(2)
+    ids = make_ids(40, 200, g, always=[0, 1, 2, 3])
+    bag_offsets = make_bags(200, g)
+    psw = torch.randn(200, generator=g, dtype=torch.float64).to(dtype) if mode == "sum_weighted" \
+        else None
+    mode = "sum" if mode == "sum_weighted" else mode
+    out, argmax = K.pooled(weight, offsets, widths, ids, bag_offsets, mode, psw, d_max)
+    dense = to_dense(weight, offsets, widths, d_max)
+    ref = reference_forward(dense, ids, mode, bag_offsets, None if psw is None else psw.double())
+    assert out.dtype == dtype and out.shape == (len(bag_offsets) - 1, d_max)
+    torch.testing.assert_close(out.double(), ref, **TOL[dtype])
+    if mode == "max":
+        assert torch.equal(argmax, reference_argmax(dense, ids, bag_offsets))
+    else:
+        assert argmax is None
+
+
+# ---------------------------------------------------------------------------------------------
+# backward
+
+
+def sources(mode, table, ids, d_max, g, dtype):
+    """Gradient inputs of the ops contract for one forward mode, plus the dense float64 reference
+    gradient of the table (masked past widths by the caller)."""
+    dense = to_dense(*table, d_max)
+    n = len(ids)
+    bag_offsets = make_bags(n, g)
+    bags = len(bag_offsets) - 1
+    bag_of = torch.repeat_interleave(torch.arange(bags), bag_offsets.diff())
+    psw = torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
+    fwd = {"padded": "padded", "sum": "sum", "sum_weighted": "sum", "mean": "mean", "max": "max"}
+    rows_out = n if mode == "padded" else bags
+    grad_out = torch.randn(rows_out, d_max, generator=g, dtype=torch.float64).to(dtype)
+
+    leaf = dense.clone().requires_grad_(True)
+    ref_out = reference_forward(leaf, ids, fwd[mode], bag_offsets,
+                                psw.double() if mode == "sum_weighted" else None)
+    (ref_out * grad_out.double()).sum().backward()
+
+    src = dict(grad_src=grad_out, ids=ids, src_index=None, scale=None, argmax=None)
+    if mode != "padded":
+        src["src_index"] = bag_of
+    if mode == "sum_weighted":
+        src["scale"] = psw
+    if mode == "mean":
+        counts = bag_offsets.diff()[bag_of]
+        src["scale"] = (1.0 / counts.double()).to(dtype)
+    if mode == "max":
+        # argmax of the kernel's own forward; it is checked against numpy in test_pooled
+        src["argmax"] = K.pooled(*table, ids, bag_offsets, "max", None, d_max)[1]
+    return src, leaf.grad
+
+
+MODES = ["padded", "sum", "sum_weighted", "mean", "max"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_flat_grad(dtype, mode):
+    d_max = 8
+    weight, offsets, widths = make_table(30, d_max, dtype, seed=5)
+    g = torch.Generator().manual_seed(6)
+    ids = make_ids(30, 90, g, always=[0, 1, 2, 3])
+    src, ref = sources(mode, (weight, offsets, widths), ids, d_max, g, dtype)
+    out = K.flat_grad(**src, offsets=offsets, widths=widths, capacity=weight.numel())
+    assert out.dtype == dtype and out.shape == weight.shape
+    torch.testing.assert_close(out.double(), to_flat(ref, offsets, widths, weight.numel()),
+                               **TOL[dtype])
+
+
+def test_flat_grad_deterministic_across_threads():
+    d_max = 16
+    weight, offsets, widths = make_table(20, d_max, torch.float32, seed=7)
+    g = torch.Generator().manual_seed(8)
+    ids = torch.randint(0, 20, (2000,), generator=g)  # ~100 duplicates per id
+    grad = torch.randn(2000, d_max, generator=g) * 1e3
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            results.append(K.flat_grad(grad, ids, None, None, None, offsets, widths,
+                                       weight.numel()))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0], results[1])
+    # sequential sum in position order, exactly
+    ref = torch.zeros(weight.numel())
+    for k, i in enumerate(ids.tolist()):
+        o, w = int(offsets[i]), int(widths[i])
+        ref[o:o + w] += grad[k, :w]
+    assert torch.equal(results[0], ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# fused optimizers
+
+HYPER = dict(lr=0.05, eps=1e-6, beta1=0.8, beta2=0.95, weight_decay=0.01)
+
+
+def reference_step(opt, w, state, r, g, step):
+    """One optimizer step on a touched row's first width entries, from the contract's formulas
+    (float64)."""
+    g = g + HYPER["weight_decay"] * w
+    lr, eps, b1, b2 = HYPER["lr"], HYPER["eps"], HYPER["beta1"], HYPER["beta2"]
+    if opt == "sgd":
+        return w - lr * g, state, r
+    if opt == "adagrad":
+        s = state[0] + g * g
+        return w - lr * g / (s.sqrt() + eps), [s], r
+    if opt == "rowwise_adagrad":
+        if len(w) == 0:
+            return w, state, r
+        r = np.float32(r + np.float32((g * g).mean()))
+        return w - lr * g / (math.sqrt(r) + eps), state, r
+    m = b1 * state[0] + (1 - b1) * g
+    v = b2 * state[1] + (1 - b2) * g * g
+    w = w - (lr / (1 - b1 ** step)) * m / (v.sqrt() / math.sqrt(1 - b2 ** step) + eps)
+    return w, [m, v], r
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt", ["sgd", "adagrad", "rowwise_adagrad", "adam"])
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_update_matches_formulas(dtype, opt, mode):
+    d_max, rows = 19, 30  # widths past 8 and 16 reach the 8-wide SIMD rows and their tails
+    weight, offsets, widths = make_table(rows, d_max, dtype, seed=9)
+    n_state = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 0, "adam": 2}[opt]
+    state = [torch.rand(weight.shape, dtype=torch.float64).to(dtype) for _ in range(n_state)]
+    row_state = torch.rand(rows) if opt == "rowwise_adagrad" else None
+    # float64 reference copies, per row
+    ref_w = to_dense(weight, offsets, widths, d_max)
+    ref_s = [to_dense(s, offsets, widths, d_max) for s in state]
+    ref_r = None if row_state is None else row_state.clone()
+    untouched = [rows - 1]  # never in a batch: must not change at all
+    weight_before = weight.clone()
+    g = torch.Generator().manual_seed(10)
+    for step in range(1, 4):
+        ids = make_ids(rows - 1, 60, g, always=[0, 1, 2, 3])
+        src, grad = sources(mode, (weight, offsets, widths), ids, d_max, g, dtype)
+        K.fused_update(**src, offsets=offsets, widths=widths, weight=weight, state=state,
+                       row_state=row_state, optimizer=opt, step=step, **HYPER)
+        for i in ids.unique().tolist():
+            w = int(widths[i])
+            new_w, new_s, new_r = reference_step(
+                opt, ref_w[i, :w], [s[i, :w] for s in ref_s], None if ref_r is None else ref_r[i],
+                grad[i, :w], step)
+            ref_w[i, :w] = new_w
+            for s, ns in zip(ref_s, new_s):
+                s[i, :w] = ns
+            if ref_r is not None:
+                ref_r[i] = float(new_r)
+        # compare against the reference each step, using the current weight as the next forward
+        torch.testing.assert_close(to_dense(weight, offsets, widths, d_max), ref_w, **TOL[dtype])
+        for s, rs in zip(state, ref_s):
+            torch.testing.assert_close(to_dense(s, offsets, widths, d_max), rs, **TOL[dtype])
+        if row_state is not None:
+            torch.testing.assert_close(row_state, ref_r, rtol=1e-6, atol=1e-7)
+            ref_w = to_dense(weight, offsets, widths, d_max)  # float32 r: restart from kernel's
+    # untouched row and the gaps between rows never change
+    touched = torch.zeros(weight.numel(), dtype=torch.bool)
+    for i in range(rows):
+        if i not in untouched:
+            touched[int(offsets[i]):int(offsets[i]) + int(widths[i])] = True
+    assert torch.equal(weight[~touched], weight_before[~touched])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt", ["sgd", "adagrad", "adam"])
+def test_fused_update_matches_torch_optim(dtype, opt):
+    """Rows touched at every step follow torch.optim on a dense tensor exactly (within rounding)."""
+    d_max, rows = 13, 12
+    weight, offsets, widths = make_table(rows, d_max, dtype, seed=11)
+    always = list(range(rows))
+    dense = torch.nn.Parameter(to_dense(weight, offsets, widths, d_max))
+    hp = dict(lr=HYPER["lr"], weight_decay=HYPER["weight_decay"])
+    torch_opt = {"sgd": lambda: torch.optim.SGD([dense], **hp),
+                 "adagrad": lambda: torch.optim.Adagrad([dense], eps=HYPER["eps"], **hp),
+                 "adam": lambda: torch.optim.Adam([dense], eps=HYPER["eps"],
+                                                  betas=(HYPER["beta1"], HYPER["beta2"]), **hp)}[opt]()
+    state = [torch.zeros_like(weight) for _ in range({"sgd": 0, "adagrad": 1, "adam": 2}[opt])]
+    g = torch.Generator().manual_seed(12)
+    for step in range(1, 5):
+        ids = make_ids(rows, 40, g, always=always)
+        grad_out = torch.randn(40, d_max, generator=g, dtype=torch.float64)
+        K.fused_update(grad_out.to(dtype), ids, None, None, None, offsets, widths, weight, state,
+                       None, opt, step=step, **HYPER)
+        torch_opt.zero_grad()
+        (dense[ids] * grad_out).sum().backward()
+        dense.grad *= (torch.arange(d_max) < widths[:, None])  # masked past widths
+        torch_opt.step()
+        torch.testing.assert_close(to_dense(weight, offsets, widths, d_max), dense.detach(),
+                                   **TOL[dtype])
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: clear exceptions, nothing changed
+
+
+def table32():
+    return make_table(10, 4, torch.float32, seed=13)
+
+
+@pytest.mark.parametrize("bad_id", [10, -1])
+def test_out_of_range_id_raises_index_error_and_writes_nothing(bad_id):
+    weight, offsets, widths = table32()
+    ids = torch.tensor([0, 1, bad_id, 2])
+    with pytest.raises(IndexError, match="index out of range in self"):
+        K.lookup(weight, offsets, widths, ids, 4)
+    for mode in ("sum", "max"):
+        with pytest.raises(IndexError, match="index out of range in self"):
+            K.pooled(weight, offsets, widths, ids, torch.tensor([0, 2, 4]), mode, None, 4)
+    grad = torch.randn(4, 4)
+    with pytest.raises(IndexError, match="index out of range in self"):
+        K.flat_grad(grad, ids, None, None, None, offsets, widths, weight.numel())
+    state = [torch.rand_like(weight), torch.rand_like(weight)]
+    before = [weight.clone()] + [s.clone() for s in state]
+    with pytest.raises(IndexError, match="index out of range in self"):
+        K.fused_update(grad, ids, None, None, None, offsets, widths, weight, state, None, "adam",
+                       step=1, **HYPER)
+    assert all(torch.equal(a, b) for a, b in zip(before, [weight] + state))
+
+
+def test_bad_metadata_raises_value_error():
+    weight, offsets, widths = table32()
+    ids = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="exceeds d_max"):
+        K.lookup(weight, offsets, widths, torch.tensor([0, 2]), 3)  # row 2: width 4 > d_max 3
+    with pytest.raises(ValueError, match="outside the buffer"):
+        K.lookup(weight[:2].contiguous(), offsets, widths, torch.tensor([2]), 4)
+    with pytest.raises(IndexError, match="src_index"):
+        K.flat_grad(torch.randn(1, 4), ids, torch.tensor([0, 1]), None, None, offsets, widths, 40)
+
+
+@pytest.mark.parametrize("bag_offsets", [[1, 2], [0, 1], [0, 2, 1, 2]])
+def test_bad_bag_offsets(bag_offsets):
+    weight, offsets, widths = table32()
+    with pytest.raises(ValueError, match="bag_offsets"):
+        K.pooled(weight, offsets, widths, torch.tensor([0, 1]), torch.tensor(bag_offsets), "sum",
+                 None, 4)
+
+
+def test_wrong_types_name_the_expected_value():
+    weight, offsets, widths = table32()
+    ids = torch.tensor([0, 1])
+    with pytest.raises(TypeError, match="ids must have dtype torch.int64"):
+        K.lookup(weight, offsets, widths, ids.int(), 4)
+    with pytest.raises(TypeError, match="weight must have dtype torch.float32 or torch.float64"):
+        K.lookup(weight.half(), offsets, widths, ids, 4)
+    with pytest.raises(TypeError, match="widths must have dtype torch.int32"):
+        K.lookup(weight, offsets, widths.long(), ids, 4)
+    with pytest.raises(ValueError, match="must be on device cpu"):
+        K.lookup(weight.to("meta"), offsets, widths, ids, 4)
+    with pytest.raises(ValueError, match="contiguous"):
+        K.lookup(weight, offsets, widths, torch.arange(4)[::2], 4)
+    with pytest.raises(ValueError, match="mode='sum'"):
+        K.pooled(weight, offsets, widths, ids, torch.tensor([0, 2]), "mean", torch.ones(2), 4)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        K.pooled(weight, offsets, widths, ids, torch.tensor([0, 2]), "min", None, 4)
+    grad = torch.randn(2, 4)
+    with pytest.raises(TypeError, match="grad_src must have dtype torch.float32"):
+        K.fused_update(grad.double(), ids, None, None, None, offsets, widths, weight, [], None,
+                       "sgd", step=1, **HYPER)
+    with pytest.raises(ValueError, match="needs 2 state tensors"):
+        K.fused_update(grad, ids, None, None, None, offsets, widths, weight, [], None, "adam",
+                       step=1, **HYPER)
+    with pytest.raises(ValueError, match="row_state"):
+        K.fused_update(grad, ids, None, None, None, offsets, widths, weight, [], None,
+                       "rowwise_adagrad", step=1, **HYPER)
+    with pytest.raises(ValueError, match="step must be an int >= 1"):
+        K.fused_update(grad, ids, None, None, None, offsets, widths, weight, [], None, "sgd",
+                       step=0, **HYPER)

@@ -1,0 +1,152 @@
+"""Ragged widths: outputs, gradients and fused optimizers against a float64 masked dense reference."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pyscall
+
+N, D = 60, 9
+
+
+def _widths(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randint(0, D + 1, (N,), generator=g, dtype=torch.int32)
+    w[:4] = torch.tensor([0, 1, 7, D], dtype=torch.int32)  # the edge widths, always present
+    return w
+
+
+def _mask(widths):
+    return torch.arange(D)[None, :] < widths[:, None].to(torch.int64)
+
+
+def _dense_grad(table):
+    """Drop-in flat gradient mapped to [n, d_max] (zeros past widths)."""
+    a = table._arena
+    index = a.offsets[:, None] + torch.arange(D)[None, :]
+    mask = _mask(a.widths)
+    return torch.where(mask, table.weight.grad[index.clamp_max(table.weight.numel() - 1)], 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_padded_lookup_and_grad_match_masked_reference(dtype):
+    torch.manual_seed(0)
+    emb = pyscall.Embedding(N, D, widths=_widths(), dtype=dtype)
+    ids = torch.randint(0, N, (5, 7))
+    ids[0, :4] = torch.tensor([0, 1, 2, 3])
+    ids[1, 0] = ids[1, 1]
+    dense = emb.to_dense().double().requires_grad_(True)
+    assert torch.all(dense.detach()[~_mask(emb.widths)] == 0)
+    out = emb(ids)
+    ref = dense[ids]
+    torch.testing.assert_close(out.double(), ref.detach(), rtol=0, atol=0)
+    grad = torch.randn(out.shape, dtype=torch.float64)
+    (out * grad.to(dtype)).sum().backward()
+    (ref * grad).sum().backward()
+    masked = torch.where(_mask(emb.widths), dense.grad, 0.0)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(_dense_grad(emb).double(), masked, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_pooled_lookup_and_grad_match_masked_reference(mode):
+    torch.manual_seed(1)
+    bag = pyscall.EmbeddingBag(N, D, mode=mode, widths=_widths(1), dtype=torch.float64)
+    ids = torch.randint(0, N, (30,))
+    ids[5:8] = 2
+    offsets = torch.tensor([0, 4, 4, 11, 20, 29])
+    psw = torch.randn(30, dtype=torch.float64) if mode == "sum" else None
+    dense = bag.to_dense().requires_grad_(True)
+    out = bag(ids, offsets, per_sample_weights=psw)
+    ref = F.embedding_bag(ids, dense, offsets, mode=mode, per_sample_weights=psw)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-12, atol=1e-12)
+    grad = torch.randn(out.shape, dtype=torch.float64)
+    (out * grad).sum().backward()
+    (ref * grad).sum().backward()
+    torch.testing.assert_close(_dense_grad(bag), torch.where(_mask(bag.widths), dense.grad, 0.0),
+                               rtol=1e-12, atol=1e-12)
+
+
+def _rowwise_adagrad_step(params, state, grad, lr, eps, wd, widths):
+    """Row-wise Adagrad written from its definition (torch has none)."""
+    g = grad + wd * params
+    mask = _mask(widths).double()
+    sq = (g * g * mask).sum(1) / widths.clamp_min(1).double()
+    state += torch.where(widths > 0, sq, torch.zeros_like(sq))
+    params -= lr * g * mask / (state.sqrt()[:, None] + eps)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "rowwise_adagrad", "adam"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_fused_optimizers_match_torch_on_touched_rows(optimizer, weight_decay):
+    torch.manual_seed(3)
+    widths = _widths(3)
+    kwargs = dict(lr=0.05, weight_decay=weight_decay)
+    emb = pyscall.Embedding(N, D, widths=widths, optimizer=optimizer, dtype=torch.float64, **kwargs)
+    touched = torch.tensor([0, 1, 2, 3, 10, 11, 40])
+    # the same rows every step (so lazy and dense Adam agree), with duplicates in each batch
+    batch = torch.cat([touched, touched[[2, 2, 5]]])
+    ref = emb.to_dense()[touched].clone().requires_grad_(True)
+    mask = _mask(widths[touched]).double()
+    if optimizer == "rowwise_adagrad":
+        ref_state = torch.zeros(len(touched), dtype=torch.float64)
+    else:
+        cls = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[optimizer]
+        extra = {"eps": 1e-10} if optimizer == "adagrad" else {}
+        ref_opt = cls([ref], **kwargs, **extra)
+    position = {int(r): k for k, r in enumerate(touched)}
+    local = torch.tensor([position[int(r)] for r in batch])
+    for step in range(4):
+        target = torch.randn(len(batch), D, dtype=torch.float64)
+        out = emb(batch)
+        ((out - target) ** 2).sum().backward()
+        ref_out = (ref * mask)[local]
+        loss = ((ref_out - target) ** 2).sum()
+        if optimizer == "rowwise_adagrad":
+            grad, = torch.autograd.grad(loss, ref)
+            with torch.no_grad():
+                _rowwise_adagrad_step(ref, ref_state, grad * mask, 0.05, 1e-8, weight_decay, widths[touched])
+        else:
+            ref_opt.zero_grad()
+            loss.backward()
+            ref.grad *= mask
+            ref_opt.step()
+        torch.testing.assert_close(emb.to_dense()[touched], ref.detach() * mask, rtol=1e-5, atol=1e-8)
+    assert emb.weight.grad is None and emb.step == 4
+
+
+def test_fused_update_leaves_untouched_rows_alone():
+    torch.manual_seed(4)
+    emb = pyscall.Embedding(N, D, widths=_widths(4), optimizer="adam", lr=0.1)
+    before = emb.to_dense()
+    ids = torch.tensor([5, 6, 6])
+    emb(ids).sum().backward()
+    after = emb.to_dense()
+    changed = (after != before).any(1)
+    assert set(changed.nonzero().flatten().tolist()) <= {5, 6}
+    assert torch.all(after[~_mask(emb.widths)] == 0)
+
+
+def test_bad_input_raises_and_changes_nothing():
+    torch.manual_seed(5)
+    emb = pyscall.Embedding(N, D, widths=_widths(5), optimizer="adam")
+    bag = pyscall.EmbeddingBag(N, D, mode="sum", widths=_widths(5))
+    before, before_bag = emb.to_dense(), bag.to_dense()
+    with pytest.raises(IndexError, match="index out of range"):
+        emb(torch.tensor([0, N]))
+    with pytest.raises(IndexError, match="index out of range"):
+        emb(torch.tensor([-1]))
+    with pytest.raises(TypeError, match="Long, Int"):
+        emb(torch.tensor([0.0, 1.0]))
+    with pytest.raises(IndexError):
+        bag(torch.tensor([0, 1, N + 3]), torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="per_sample_weights"):
+        bag(torch.tensor([0, 1, 2]), torch.tensor([0, 2]), per_sample_weights=torch.ones(2))
+    with pytest.raises(ValueError, match="offsets"):
+        bag(torch.tensor([0, 1, 2]), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="offsets"):
+        bag(torch.tensor([0, 1]))
+    with pytest.raises(NotImplementedError, match="mode='sum'"):
+        pyscall.EmbeddingBag(N, D, mode="mean")(torch.tensor([0]), torch.tensor([0]),
+                                                 per_sample_weights=torch.ones(1))
+    assert torch.equal(emb.to_dense(), before) and torch.equal(bag.to_dense(), before_bag)
+    assert emb.step == 0

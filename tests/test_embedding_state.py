@@ -1,0 +1,142 @@
+"""Ragged checkpoints, drop-in optimizer alignment across layout changes, and torch.compile."""
+import io
+
+import pytest
+import torch
+
+import pyscall
+
+N, D = 40, 8
+
+
+def _widths(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, D + 1, (N,), generator=g, dtype=torch.int32)
+
+
+def _mask(widths):
+    return torch.arange(D)[None, :] < widths[:, None].to(torch.int64)
+
+
+@pytest.mark.parametrize("optimizer", [None, "adam", "rowwise_adagrad"])
+def test_state_dict_roundtrip_is_ragged_and_loads_into_any_budget_that_fits(optimizer):
+    torch.manual_seed(0)
+    src = pyscall.Embedding(N, D, widths=_widths(), optimizer=optimizer, lr=0.1)
+    if optimizer:
+        src(torch.randint(0, N, (30,))).sum().backward()  # non-trivial optimizer state
+    sd = src.state_dict()
+    total = int(src.widths.sum())
+    assert sd["values"].numel() == total  # compact: no n x d_max padding, no free space
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    used = src.memory_stats()["used_bytes"]
+    dst = pyscall.Embedding(N, D, widths=torch.zeros(N, dtype=torch.int32), optimizer=optimizer, lr=0.1,
+                            budget_bytes=used)
+    dst.load_state_dict(loaded)
+    assert torch.equal(dst.widths, src.widths) and torch.equal(dst.to_dense(), src.to_dense())
+    assert dst.state_dict()["values"].equal(sd["values"])
+    for key in sd:
+        assert torch.equal(dst.state_dict()[key], sd[key]), key
+    tiny = pyscall.Embedding(N, D, widths=torch.zeros(N, dtype=torch.int32), optimizer=optimizer,
+                             budget_bytes=used - 1)
+    before = tiny.to_dense()
+    with pytest.raises(pyscall.BudgetExceededError):
+        tiny.load_state_dict(loaded)
+    assert torch.equal(tiny.to_dense(), before) and tiny.num_embeddings == N
+
+
+def test_state_dict_nested_in_a_model():
+    model = torch.nn.Sequential(pyscall.Embedding(N, D, widths=_widths(1)), torch.nn.Linear(D, 2))
+    sd = model.state_dict()
+    assert {"0.widths", "0.values", "1.weight", "1.bias"} <= set(sd)
+    other = torch.nn.Sequential(pyscall.Embedding(N, D), torch.nn.Linear(D, 2))
+    other.load_state_dict(sd)
+    assert torch.equal(other[0].to_dense(), model[0].to_dense())
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+    lambda p: torch.optim.Adagrad(p, lr=0.1),
+    lambda p: torch.optim.Adam(p, lr=0.1),
+    lambda p: torch.optim.AdamW(p, lr=0.1),
+], ids=["sgd_momentum", "adagrad", "adam", "adamw"])
+def test_dropin_resize_keeps_torch_optimizer_state_aligned(make_opt):
+    torch.manual_seed(2)
+    emb = pyscall.Embedding(N, D, widths=_widths(2))
+    opt = make_opt(emb.parameters())
+    for _ in range(2):
+        opt.zero_grad()
+        emb(torch.randint(0, N, (25,))).pow(2).sum().backward()
+        opt.step()
+
+    def state_rows():
+        a = emb._arena
+        index = a.offsets[:, None] + torch.arange(D)[None, :]
+        index = index.clamp_max(emb.weight.numel() - 1)
+        return {k: torch.where(_mask(a.widths), v[index], 0.0)
+                for k, v in opt.state[emb.weight].items() if v.shape == emb.weight.shape}
+
+    before = state_rows()
+    old_widths = emb.widths
+    ids = torch.arange(0, N, 3)
+    new = torch.randint(0, D + 1, (len(ids),), dtype=torch.int32)
+    emb.resize(ids, new, optimizer=opt)
+    emb.append(torch.tensor([D, 3], dtype=torch.int32), optimizer=opt)
+    emb.compact(optimizer=opt)
+    after = state_rows()
+    keep = torch.minimum(old_widths, emb.widths[:N])
+    for k in before:
+        kept = _mask(keep)
+        assert torch.equal(after[k][:N][kept], before[k][kept]), k
+        assert torch.all(after[k][:N][~kept] == 0) and torch.all(after[k][N:] == 0), k
+    opt.zero_grad()
+    emb(torch.randint(0, N + 2, (25,))).pow(2).sum().backward()
+    opt.step()  # shapes and layout agree: no error
+
+
+def test_dropin_layout_change_without_optimizer_is_refused_at_step():
+    emb = pyscall.Embedding(N, D, widths=_widths(3))
+    opt = torch.optim.Adam(emb.parameters(), lr=0.1)
+    emb(torch.arange(5)).sum().backward()
+    opt.step()
+    emb.resize(torch.tensor([1]), torch.tensor([D], dtype=torch.int32))  # opt not passed
+    opt.zero_grad()
+    emb(torch.arange(5)).sum().backward()
+    with pytest.raises(RuntimeError, match="optimizer=opt"):
+        opt.step()
+
+
+@pytest.mark.parametrize("optimizer", [None, "adam"])
+def test_torch_compile_fullgraph_matches_eager(optimizer):
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.users = pyscall.Embedding(N, D, widths=_widths(4), optimizer=optimizer, lr=0.05)
+            self.items = pyscall.EmbeddingBag(N, D, mode="mean", widths=_widths(5), optimizer=optimizer, lr=0.05)
+
+        def forward(self, users, items, offsets):
+            return (self.users(users) * self.items(items, offsets)).sum(1)
+
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(6)
+        model = Model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05) if optimizer is None else None
+        run = torch.compile(model, fullgraph=True) if compiled else model
+        g = torch.Generator().manual_seed(7)
+        outs = []
+        for _ in range(3):
+            users = torch.randint(0, N, (6,), generator=g)
+            items = torch.randint(0, N, (15,), generator=g)
+            offsets = torch.tensor([0, 2, 2, 6, 9, 12])
+            out = run(users, items, offsets)
+            out.pow(2).sum().backward()
+            if opt:
+                opt.step()
+                opt.zero_grad()
+            outs.append(out.detach())
+        results.append((torch.stack(outs), model.users.to_dense(), model.items.to_dense()))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)

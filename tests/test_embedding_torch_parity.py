@@ -1,0 +1,104 @@
+"""With every row embedding_dim wide, pyscall's modules must match torch's, forward and backward."""
+import pytest
+import torch
+from torch import nn
+
+import pyscall
+
+
+def _pair_embedding(n=50, d=8, padding_idx=None, seed=0):
+    torch.manual_seed(seed)
+    ours = pyscall.Embedding(n, d, padding_idx=padding_idx)
+    ref = nn.Embedding(n, d, padding_idx=padding_idx)
+    with torch.no_grad():
+        ref.weight.copy_(ours.to_dense())
+    return ours, ref
+
+
+def _flat_grad_as_dense(table):
+    """The drop-in gradient of the flat buffer, viewed as [n, d] (every row d wide and packed)."""
+    n, d = table.num_embeddings, table.embedding_dim
+    offsets = table._arena.offsets
+    index = offsets[:, None] + torch.arange(d)[None, :]
+    return table.weight.grad[index]
+
+
+@pytest.mark.parametrize("shape", [(17,), (4, 5), (0,)])
+@pytest.mark.parametrize("padding_idx", [None, 3, -1])
+def test_embedding_forward_backward_matches_torch(shape, padding_idx):
+    ours, ref = _pair_embedding(padding_idx=padding_idx)
+    ids = torch.randint(0, 50, shape)
+    if ids.numel():
+        ids.view(-1)[0] = 3  # a repeated id and the padding row
+        ids.view(-1)[-1] = 3
+    out, out_ref = ours(ids), ref(ids)
+    assert out.shape == out_ref.shape
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=0)
+    grad = torch.randn(out.shape)
+    (out * grad).sum().backward()
+    (out_ref * grad).sum().backward()
+    torch.testing.assert_close(_flat_grad_as_dense(ours), ref.weight.grad, rtol=1.3e-6, atol=1e-6)
+
+
+def test_default_init_matches_torch_distribution():
+    torch.manual_seed(0)
+    ours = pyscall.Embedding(2000, 64, padding_idx=5).to_dense()
+    ref = nn.Embedding(2000, 64, padding_idx=5).weight.detach()
+    assert torch.all(ours[5] == 0) and torch.all(ref[5] == 0)
+    values = torch.cat([ours[:5], ours[6:]]).flatten()
+    assert abs(float(values.mean())) < 0.01 and abs(float(values.std()) - 1.0) < 0.01
+    # Same distribution: compare quantiles with torch's own table.
+    q = torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99])
+    torch.testing.assert_close(torch.quantile(values, q),
+                               torch.quantile(torch.cat([ref[:5], ref[6:]]).flatten(), q), atol=0.03, rtol=0)
+
+
+def _bag_inputs(kind, n=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "2d":
+        return torch.randint(0, n, (6, 4), generator=g), None
+    ids = torch.randint(0, n, (23,), generator=g)
+    ids[:3] = 7  # duplicates
+    offsets = torch.tensor([0, 3, 3, 10, 15, 15, 22])  # empty bags in the middle
+    return ids, offsets
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("kind", ["1d", "2d", "1d_last"])
+@pytest.mark.parametrize("padding_idx", [None, 7])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_embedding_bag_matches_torch(mode, kind, padding_idx, weighted):
+    if weighted and mode != "sum":
+        pytest.skip("torch supports per_sample_weights only for mode='sum'")
+    torch.manual_seed(2)
+    include_last = kind == "1d_last"
+    ours = pyscall.EmbeddingBag(40, 6, mode=mode, include_last_offset=include_last, padding_idx=padding_idx)
+    ref = nn.EmbeddingBag(40, 6, mode=mode, include_last_offset=include_last, padding_idx=padding_idx)
+    with torch.no_grad():
+        ref.weight.copy_(ours.to_dense())
+    ids, offsets = _bag_inputs("2d" if kind == "2d" else "1d")
+    if include_last:
+        offsets = torch.cat([offsets, torch.tensor([ids.numel()])])
+    psw = ref_psw = None
+    if weighted:
+        psw = torch.randn(ids.shape, requires_grad=True)
+        ref_psw = psw.detach().clone().requires_grad_(True)
+    out = ours(ids, offsets, per_sample_weights=psw)
+    out_ref = ref(ids, offsets, per_sample_weights=ref_psw)
+    torch.testing.assert_close(out, out_ref, rtol=1.3e-6, atol=1e-6)
+    grad = torch.randn(out.shape)
+    (out * grad).sum().backward()
+    (out_ref * grad).sum().backward()
+    torch.testing.assert_close(_flat_grad_as_dense(ours), ref.weight.grad, rtol=1.3e-6, atol=1e-6)
+    if weighted:
+        torch.testing.assert_close(psw.grad, ref_psw.grad, rtol=1.3e-6, atol=1e-6)
+
+
+def test_unsupported_torch_keywords_raise():
+    with pytest.raises(NotImplementedError, match="max_norm"):
+        pyscall.Embedding(10, 4, max_norm=1.0)
+    with pytest.raises(NotImplementedError, match="scale_grad_by_freq"):
+        pyscall.EmbeddingBag(10, 4, scale_grad_by_freq=True)
+    pyscall.Embedding(10, 4, sparse=False, max_norm=None)  # torch's defaults are accepted
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        pyscall.Embedding(10, 4, colour="red")
