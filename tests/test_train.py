@@ -137,3 +137,12 @@ def test_checkpoint_save_is_atomic_and_load_of_missing_is_none(tmp_path):
     checkpoint.save({"a": torch.arange(4)}, path)
     assert torch.equal(checkpoint.load(path)["a"], torch.arange(4))
     assert [p.name for p in path.parent.iterdir()] == ["ck.pt"]  # no temporary left behind
+
+
+def test_paper_protocol_early_stops_on_the_test_part():
+    stream = prepare_stream(synthetic_stream(120, 80, 2400, seed=1), segmentation="count", n_segments=2,
+                            protocol="paper", seed=1)
+    assert all(len(seg.valid) == 0 for seg in stream.segments)
+    trainer = StreamTrainer(stream, make_policy("uniform"), _config(), Budget(mean_size=3))
+    row = trainer.run_segment()
+    assert row["valid_fitness"] == pytest.approx(0.5 * (row["recall@20"] + row["ndcg@20"]), abs=1e-12)
