@@ -230,7 +230,8 @@ def check_kernels(dtype, d_max, mean_width, n_rows, n, n_bags, seed):
     weight, offsets, widths, capacity = make_table(n_rows, d_max, mean_width, dtype, gen)
     ids, bag_offsets = random_batch(n, n_rows, n_bags, gen)
     table = dense(weight, offsets, widths, d_max)
-    cpu_args = lambda *ts: [t.cpu() if isinstance(t, torch.Tensor) else t for t in ts]  # noqa: E731
+    # copies, never aliases: on the dry run the "device" is the CPU too and the updates must not add up
+    cpu_args = lambda *ts: [t.to("cpu", copy=True) if isinstance(t, torch.Tensor) else t for t in ts]  # noqa: E731
 
     out = K.lookup(weight, offsets, widths, ids, d_max)
     compare(f"lookup {tag}", out, table[ids], rtol=0, atol=0)
@@ -495,6 +496,42 @@ def time_movement(label, n_rows, d_max, mean_width, iters):
     record(label, f"re-layout {n_rows:,} rows", ms, nb, copy_ms(nb, iters), torch_ms)
 
 
+def check_modules(seed):
+    """pyscall.Embedding / EmbeddingBag on the device (Triton kernels + CUDA arena replay) against the
+    same modules on the CPU (C++ kernels + CPU replay), through training steps and layout changes."""
+    gen = torch.Generator().manual_seed(seed)
+    widths = torch.randint(0, 65, (5000,), generator=gen, dtype=torch.int32)
+    tables, start = {}, None  # 0: CPU, 1: the device
+    for device in ("cpu", DEV):
+        torch.manual_seed(seed)
+        emb = pyscall.Embedding(5000, 64, widths=widths, optimizer="adam", lr=0.01, dtype=torch.float64,
+                                device=device)
+        bag = pyscall.EmbeddingBag(5000, 64, mode="sum", widths=widths, optimizer="rowwise_adagrad", lr=0.1,
+                                   dtype=torch.float64, device=device)
+        if start is None:
+            start = [{k: v.clone() for k, v in m.state_dict().items()} for m in (emb, bag)]
+        else:  # the same starting values as the CPU tables
+            emb.load_state_dict(start[0])
+            bag.load_state_dict(start[1])
+        g = torch.Generator().manual_seed(seed + 1)
+        for step in range(3):
+            ids = torch.randint(0, bag.num_embeddings, (2048,), generator=g).to(device)
+            emb(ids).pow(2).sum().backward()
+            bag(ids, torch.arange(0, 2048, 8, device=device)).sum().backward()
+            new_widths = torch.randint(0, 65, (emb.num_embeddings,), generator=g, dtype=torch.int32)
+            if step == 0:
+                emb.set_widths(new_widths)
+                bag.resize(torch.arange(0, 5000, 7), 64)
+            elif step == 1:
+                emb.append(torch.tensor([64, 3], dtype=torch.int32))
+                emb.resize(torch.tensor([0, 1, 2]), torch.tensor([64, 0, 5], dtype=torch.int32))
+                bag.compact()
+        tables[len(tables)] = (emb, bag)
+    for k, name in enumerate(("Embedding+adam", "EmbeddingBag+rowwise_adagrad")):
+        compare(f"module {name}", tables[1][k].to_dense().cpu(), tables[0][k].to_dense(), 1e-9, 1e-12)
+        tables[1][k]._arena.validate()
+
+
 def guarded(what, fn, *args):
     try:
         fn(*args)
@@ -514,11 +551,13 @@ def main():
         guarded("kernels f32", check_kernels, torch.float32, 9, 4, 40, 60, 6, 1)
         guarded("kernels f64", check_kernels, torch.float64, 33, 12, 30, 50, 5, 2)
         guarded("mover", check_mover, 3)
+        guarded("modules (CPU against CPU: exercises the script only)", check_modules, 5)
     else:
         guarded("kernels f32 d256", check_kernels, torch.float32, 256, 16, 20000, 30000, 1000, 1)
         guarded("kernels f32 d37", check_kernels, torch.float32, 37, 37, 5000, 20000, 500, 2)
         guarded("kernels f64 d256", check_kernels, torch.float64, 256, 16, 5000, 20000, 500, 3)
         guarded("mover", check_mover, 4)
+        guarded("modules on the device vs the CPU", check_modules, 5)
     _common.empty = PLAIN_EMPTY
     print(f"    checks took {time.perf_counter() - t0:.1f} s", flush=True)
     if not ARGS.skip_timing:

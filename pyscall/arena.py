@@ -16,7 +16,7 @@ Semantics shared by every operation:
   :class:`pyscall.errors.BudgetExceededError`; bad input raises IndexError
   (ids), ValueError (widths, shapes) or TypeError (dtypes). In every such case
   widths, values, optimizer state and statistics are unchanged.
-- ``budget_bytes`` covers weight, per-element state and per-row state.
+- ``budget_bytes`` covers weight, per-element state and per-row state (float32).
   ``companions`` (extra flat tensors with the weight's layout, e.g. a torch
   optimizer's ``exp_avg``) move with the rows but do not count toward it.
 - ``offsets``/``widths`` are zero-copy views of the C++ metadata: read them,
@@ -87,14 +87,16 @@ class RaggedArena:
         device = torch.device(device)
         state_size = torch.empty(0, dtype=state_dtype).element_size()
         bytes_per_element = torch.empty(0, dtype=dtype).element_size() + state_per_element * state_size
-        self._arena = _C.Arena(int(d_max), bytes_per_element, state_per_row * state_size,
+        self._arena = _C.Arena(int(d_max), bytes_per_element, state_per_row * 4,
                                -1 if budget_bytes is None else int(budget_bytes))
         self.d_max = int(d_max)
         self._row_init = row_init
+        self._config = dict(dtype=dtype, device=device, state_per_element=state_per_element,
+                            state_per_row=state_per_row, state_dtype=state_dtype, row_init=row_init)
         self.weight = torch.zeros(0, dtype=dtype, device=device)
         self.state = [torch.zeros(0, dtype=state_dtype, device=device)
                       for _ in range(state_per_element)]
-        self.row_state = [torch.zeros(0, dtype=state_dtype, device=device)
+        self.row_state = [torch.zeros(0, dtype=torch.float32, device=device)  # per-row state is float32
                           for _ in range(state_per_row)]
         if widths is None:
             widths = np.full(int(num_rows), int(d_max), dtype=np.int64)
@@ -106,8 +108,62 @@ class RaggedArena:
 
     # ---- views and sizes -------------------------------------------------
     def _refresh(self) -> None:
-        self.offsets = torch.from_numpy(self._arena.offsets)
-        self.widths = torch.from_numpy(self._arena.widths)
+        # The metadata lives on the host; a CUDA table gets device copies for its kernels.
+        self.offsets = torch.from_numpy(self._arena.offsets).to(self.weight.device)
+        self.widths = torch.from_numpy(self._arena.widths).to(self.weight.device)
+
+    @property
+    def budget_bytes(self) -> int | None:
+        return self.memory_stats()["budget_bytes"]
+
+    def set_budget(self, budget_bytes: int | None) -> None:
+        """A new budget (None: unbounded); compacts first when only the slack is over it.
+        Raises BudgetExceededError, changing nothing, when the rows in use do not fit."""
+        if budget_bytes is not None and (not isinstance(budget_bytes, (int, np.integer)) or budget_bytes < 0):
+            raise ValueError(f"budget_bytes must be None or an int >= 0, got {budget_bytes!r}")
+        stats = self.memory_stats()
+        held_if_packed = stats["used_bytes"] + stats["num_rows"] * stats["bytes_per_row"]
+        if budget_bytes is not None and stats["capacity_bytes"] > budget_bytes >= held_if_packed:
+            self.compact()
+        self._arena.set_budget(-1 if budget_bytes is None else int(budget_bytes))
+
+    def packed_index(self) -> torch.Tensor:
+        """Flat positions of every stored value, row after row in id order (int64, on the weight's device)."""
+        widths = self.widths.to(torch.int64)
+        total = int(widths.sum())
+        starts = torch.repeat_interleave(self.offsets - (torch.cumsum(widths, 0) - widths), widths,
+                                         output_size=total)
+        return starts + torch.arange(total, device=starts.device)
+
+    def restored(self, widths, values: torch.Tensor, state: Sequence[torch.Tensor],
+                 row_state: Sequence[torch.Tensor], weight: torch.Tensor | None = None) -> "RaggedArena":
+        """A new arena with this one's configuration and budget holding the given packed rows
+        (the layout of ``state_dict``). This arena is untouched; with ``weight`` given, that
+        tensor (e.g. an nn.Parameter) takes the new storage and becomes the new arena's weight."""
+        widths = _int_array(widths, "widths")
+        total = int(widths.sum(dtype=np.int64))
+        for name, t, numel in [("values", values, total), *[(f"state.{k}", v, total) for k, v in enumerate(state)],
+                               *[(f"row_state.{k}", v, widths.size) for k, v in enumerate(row_state)]]:
+            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != numel:
+                raise ValueError(f"{name} must be a 1-D tensor of {numel} elements, got "
+                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        if len(state) != len(self.state) or len(row_state) != len(self.row_state):
+            raise ValueError(f"expected {len(self.state)} state and {len(self.row_state)} row_state buffers, "
+                             f"got {len(state)} and {len(row_state)}")
+        config = dict(self._config, row_init=None)
+        arena = RaggedArena(widths.size, self.d_max, widths, budget_bytes=self.budget_bytes, **config)
+        arena._row_init = self._row_init
+        index = arena.packed_index()
+        with torch.no_grad():
+            arena.weight[index] = values.to(arena.weight.dtype).to(arena.weight.device)
+            for dst, src in zip(arena.state, state):
+                dst[index] = src.to(dst.dtype).to(dst.device)
+            for dst, src in zip(arena.row_state, row_state):
+                dst.copy_(src)
+        if weight is not None:
+            weight.data = arena.weight
+            arena.weight = weight
+        return arena
 
     @property
     def num_rows(self) -> int:
@@ -158,7 +214,7 @@ class RaggedArena:
         companions = self._check_companions(companions)
         self._apply(self._arena.release(ids), companions)
         for rs in self.row_state:
-            rs[torch.from_numpy(ids.astype(np.int64, copy=False))] = 0
+            rs[torch.from_numpy(ids.astype(np.int64, copy=False)).to(rs.device)] = 0
 
     def compact(self, companions: Sequence[torch.Tensor] = ()) -> None:
         """Packs every row from offset 0 (fragmentation 0) and trims capacity."""
@@ -189,11 +245,11 @@ class RaggedArena:
         """[num_rows, d_max] copy of ``buffer`` (default: weight), zeros past each width."""
         flat = self.weight if buffer is None else buffer
         widths = self.widths.to(torch.int64)
-        cols = torch.arange(self.d_max, dtype=torch.int64)
+        cols = torch.arange(self.d_max, dtype=torch.int64, device=widths.device)
         mask = cols < widths[:, None]
         index = (self.offsets[:, None] + cols)[mask]
         out = torch.zeros(self.num_rows, self.d_max, dtype=flat.dtype, device=flat.device)
-        out[mask.to(flat.device)] = flat.detach()[index.to(flat.device)]
+        out[mask] = flat.detach()[index]
         return out
 
     # ---- internals --------------------------------------------------------
@@ -217,10 +273,9 @@ class RaggedArena:
     def _apply(self, plan, companions) -> None:
         """Grow buffers, replay the plan on each, trim: the one place data moves."""
         buffers = [self.weight, *self.state, *companions]
-        if self.weight.device.type != "cpu":
-            self._refresh()
-            raise NotImplementedError(
-                "CUDA arena movement: the GPU replay of layout plans is not wired in yet")
+        if self.weight.device.type == "cuda":
+            self._apply_cuda(plan, buffers)
+            return
         old, new = self.weight.numel(), plan.capacity_after
         steps = plan.steps
         threads = torch.get_num_threads()
@@ -245,6 +300,31 @@ class RaggedArena:
         if steps:
             _C.apply_plan_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
                               threads)
+        if new < old:
+            for b in buffers:
+                b.data = b.data[:new].clone()
+        self._refresh()
+
+    def _apply_cuda(self, plan, buffers) -> None:
+        """The device replay: unordered steps in place, ordered steps out of place (csrc/cuda)."""
+        from .cuda_move import move_rows
+        old, new = self.weight.numel(), plan.capacity_after
+        device = self.weight.device
+        if new > old:
+            for b in buffers:
+                grown = torch.zeros(new, dtype=b.dtype, device=device)
+                grown[:old] = b.data
+                b.data = grown
+        for step in plan.steps:
+            moves = [torch.from_numpy(a).to(device, non_blocking=False)
+                     for a in (step.src, step.dst, step.copy, step.total)]
+            for b in buffers:
+                if step.ordered:
+                    fresh = torch.zeros_like(b.data)
+                    move_rows(b.data, fresh, *moves)
+                    b.data = fresh
+                else:
+                    move_rows(b.data, b.data, *moves)
         if new < old:
             for b in buffers:
                 b.data = b.data[:new].clone()
@@ -276,5 +356,5 @@ class RaggedArena:
                 self.weight.data[start:start + values.numel()] = values
             else:
                 starts = torch.repeat_interleave(offsets - (torch.cumsum(widths, 0) - widths), widths)
-                index = starts + torch.arange(values.numel())
+                index = starts + torch.arange(values.numel(), device=starts.device)
                 self.weight.data[index.to(self.weight.device)] = values

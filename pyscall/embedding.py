@@ -12,6 +12,7 @@ from typing import Iterable, Optional, Union
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from . import ops
 from .arena import RaggedArena
@@ -72,7 +73,7 @@ class RaggedTable(nn.Module):
         self.optimizer = optimizer
         self.init_std = init_std
         self._arena = RaggedArena(num_embeddings, embedding_dim, widths, dtype=dtype, device=device,
-                                  state_per_element=per_element, state_per_row=per_row,
+                                  state_per_element=per_element, state_per_row=per_row, state_dtype=dtype,
                                   budget_bytes=budget_bytes, row_init=self._row_init)
         if padding_idx is not None:
             self._zero_row(padding_idx)
@@ -331,13 +332,13 @@ def _check_optimizer_alignment(optimizer, args, kwargs):
             table = table_ref() if table_ref is not None else None
             if table is None:
                 continue
-            if not optimizer.state.get(param):
-                table._aligned[optimizer] = table._layout_version
-            elif table._aligned.get(optimizer) != table._layout_version:
+            # First sight: any state is fresh (lazy, or Adagrad's constant init), so aligned.
+            aligned = table._aligned.setdefault(optimizer, table._layout_version)
+            if optimizer.state.get(param) and aligned != table._layout_version:
                 raise RuntimeError(
                     "this optimizer's state for a pyscall table predates a change of its row layout; pass "
                     "the optimizer to the layout call (e.g. emb.resize(ids, widths, optimizer=opt)) so its "
                     "state moves with the rows")
 
 
-torch.optim.optimizer.register_optimizer_step_pre_hook(_check_optimizer_alignment)
+register_optimizer_step_pre_hook(_check_optimizer_alignment)

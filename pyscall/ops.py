@@ -62,7 +62,7 @@ def _drop_padding(ids: Tensor, bag_offsets: Tensor, padding_idx: int):
     keep = ids != padding_idx
     if bool(keep.all()):
         return ids, bag_offsets, None
-    kept_before = torch.cat([keep.new_zeros(1, dtype=torch.int64), keep.cumsum(0)])
+    kept_before = torch.cat([ids.new_zeros(1), keep.cumsum(0)])
     return ids[keep], kept_before[bag_offsets], keep.nonzero().squeeze(1)
 
 
@@ -113,7 +113,7 @@ def _(weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step
 
 def _lookup_setup(ctx, inputs, output):
     weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer = inputs
-    ctx.padding_idx, ctx.optimizer, ctx.n_states = padding_idx, optimizer, len(states)
+    ctx.padding_idx, ctx.optimizer, ctx.n_states, ctx.n_row_states = padding_idx, optimizer, len(states), len(row_states)
     ctx.save_for_backward(weight, offsets, widths, ids, step, hparams, *states, *row_states)
 
 
@@ -128,7 +128,7 @@ def _lookup_backward(ctx, grad):
     else:
         grad_weight = torch.ops.pyscall.flat_backward(weight, grad.contiguous(), ids, None, offsets, widths,
                                                       "", None, None, ctx.padding_idx)
-    return (grad_weight,) + (None,) * 10
+    return (grad_weight,) + (None,) * 5 + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3
 
 
 embedding_lookup.register_autograd(_lookup_backward, setup_context=_lookup_setup)
@@ -165,7 +165,7 @@ def _bag_setup(ctx, inputs, output):
     (weight, offsets, widths, ids, bag_offsets, mode, psw, d_max, padding_idx, states, row_states, step,
      hparams, optimizer) = inputs
     ctx.mode, ctx.d_max, ctx.padding_idx, ctx.optimizer = mode, d_max, padding_idx, optimizer
-    ctx.n_states, ctx.has_psw = len(states), psw is not None
+    ctx.n_states, ctx.n_row_states, ctx.has_psw = len(states), len(row_states), psw is not None
     ctx.save_for_backward(weight, offsets, widths, ids, bag_offsets, output[1], step, hparams,
                           psw if psw is not None else ids.new_empty((0,)), *states, *row_states)
 
@@ -187,7 +187,8 @@ def _bag_backward(ctx, grad, _grad_argmax):
     if ctx.has_psw and ctx.needs_input_grad[6]:
         grad_psw = torch.ops.pyscall.per_sample_weights_grad(weight, offsets, widths, ids, bag_offsets, grad,
                                                              ctx.d_max, ctx.padding_idx)
-    return (grad_weight, None, None, None, None, None, grad_psw) + (None,) * 7
+    return ((grad_weight, None, None, None, None, None, grad_psw) + (None,) * 2
+            + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3)
 
 
 bag_lookup.register_autograd(_bag_backward, setup_context=_bag_setup)
@@ -209,9 +210,9 @@ def _gradient_rows(ids, bag_offsets, mode, psw, padding_idx):
 
 @torch.library.custom_op("pyscall::flat_backward", mutates_args=())
 def flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
-                  widths: Tensor, mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
+                  widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
                   padding_idx: int) -> Tensor:
-    ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, mode, per_sample_weights, padding_idx)
+    ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
     if scale is not None:
         scale = scale.to(grad.dtype)
     return backend(weight.device).flat_grad(grad, ids_k, src_index, scale, argmax, offsets, widths,
@@ -219,7 +220,7 @@ def flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Option
 
 
 @flat_backward.register_fake
-def _(weight, grad, ids, bag_offsets, offsets, widths, mode, per_sample_weights, argmax, padding_idx):
+def _(weight, grad, ids, bag_offsets, offsets, widths, pool_mode, per_sample_weights, argmax, padding_idx):
     return torch.empty_like(weight)
 
 
@@ -227,18 +228,19 @@ def _(weight, grad, ids, bag_offsets, offsets, widths, mode, per_sample_weights,
                          mutates_args=("weight", "states", "row_states", "step"))
 def fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tensor], step: Tensor,
                    hparams: Tensor, optimizer: str, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor],
-                   offsets: Tensor, widths: Tensor, mode: str, per_sample_weights: Optional[Tensor],
+                   offsets: Tensor, widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor],
                    argmax: Optional[Tensor], padding_idx: int) -> None:
-    ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, mode, per_sample_weights, padding_idx)
+    # pool_mode, not mode: auto_functionalized (torch.compile) reserves the keyword `mode`.
+    ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
     if scale is not None:
         scale = scale.to(grad.dtype)
     backend(weight.device).fused_update(grad, ids_k, src_index, scale, argmax, offsets, widths, weight,
-                                        list(states), list(row_states),
+                                        list(states), row_states[0] if row_states else None,
                                         **_optimizer_args(hparams, step, optimizer))
 
 
 @fused_backward.register_fake
-def _(weight, states, row_states, step, hparams, optimizer, grad, ids, bag_offsets, offsets, widths, mode,
+def _(weight, states, row_states, step, hparams, optimizer, grad, ids, bag_offsets, offsets, widths, pool_mode,
       per_sample_weights, argmax, padding_idx):
     return None
 

@@ -57,6 +57,14 @@ void Arena::check_budget(int64_t used_elements, int64_t rows, const char* op) co
                       std::to_string(budget_bytes_));
 }
 
+void Arena::set_budget(int64_t budget_bytes) {
+  const int64_t held = capacity_ * bytes_per_element_ + num_rows() * bytes_per_row_;
+  if (budget_bytes >= 0 && held > budget_bytes)
+    throw BudgetError("the table holds " + std::to_string(held) + " bytes, more than the new budget of " +
+                      std::to_string(budget_bytes) + " bytes");
+  budget_bytes_ = budget_bytes;
+}
+
 void Arena::reserve_rows(size_t n) {
   // Grow by ~1/8, not 2x: these two vectors are most of the metadata.
   if (n <= widths_.capacity()) return;

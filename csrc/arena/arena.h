@@ -41,6 +41,9 @@ class Arena {
   Plan release(const std::vector<int64_t>& ids);
   // Packs every row from offset 0 (order kept) and trims capacity to the total width.
   Plan compact();
+  // A new budget (< 0: none); throws BudgetError, changing nothing, when the
+  // current capacity would not fit in it.
+  void set_budget(int64_t budget_bytes);
   // Throws std::runtime_error naming the first broken invariant.
   void validate() const;
   ArenaStats stats() const;

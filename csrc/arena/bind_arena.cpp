@@ -97,6 +97,7 @@ void bind_arena(py::module_& m) {
         return share(a.release(read_ints<int64_t>(ids, "ids")));
       })
       .def("compact", [](Arena& a) { return share(a.compact()); })
+      .def("set_budget", &Arena::set_budget, py::arg("budget_bytes"))
       .def("validate", &Arena::validate)
       .def("stats", [](const Arena& a) {
         const pyscall::ArenaStats s = a.stats();
