@@ -1,0 +1,128 @@
+"""Results of a streaming run: the per-segment table (terminal), results.csv, results.json and PNG plots."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+# (column, header, format) of the table printed as segments finish
+TABLE = [("policy", "policy", "{:>11}"), ("segment", "seg", "{:>3}"), ("n_users", "users", "{:>7}"),
+         ("n_items", "items", "{:>7}"), ("eval_users", "eval", "{:>6}"), ("recall@20", "R@20", "{:>7.4f}"),
+         ("ndcg@20", "N@20", "{:>7.4f}"), ("params", "params", "{:>10}"), ("bytes", "bytes", "{:>11}"),
+         ("mean_width", "mean_w", "{:>6.2f}"), ("batches", "batches", "{:>7}"), ("wall_s", "wall_s", "{:>7.1f}")]
+
+METRICS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("recall", "ndcg")]
+
+
+def table_header() -> str:
+    widths = [len(fmt.format(0 if "f" in fmt else "")) for _, _, fmt in TABLE]
+    return " ".join(h.rjust(w) for (_, h, _), w in zip(TABLE, widths))
+
+
+def table_row(row: dict) -> str:
+    return " ".join(fmt.format(row[key]) for key, _, fmt in TABLE)
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per policy: plain means over the scored segments t >= 1 (segment 0 is the warm-up, as in SCALL;
+    a one-segment stream scores its only segment), plus total wall time and the largest bytes held."""
+    out = {}
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        mine = [r for r in rows if r["policy"] == policy]
+        scored = [r for r in mine if r["segment"] >= 1] or mine
+        out[policy] = {**{m: float(np.nanmean([r[m] for r in scored])) for m in METRICS},
+                       "segments_scored": len(scored), "eval_users": int(sum(r["eval_users"] for r in scored)),
+                       "max_bytes": max(r["bytes"] for r in mine), "wall_s": float(sum(r["wall_s"] for r in mine))}
+    return out
+
+
+def summary_table(summary: dict) -> str:
+    lines = [f"{'policy':>11} {'R@20':>7} {'N@20':>7} {'R@10':>7} {'N@10':>7} {'segs':>4} {'max_bytes':>11} "
+             f"{'wall_s':>7}"]
+    for policy, s in summary.items():
+        lines.append(f"{policy:>11} {s['recall@20']:>7.4f} {s['ndcg@20']:>7.4f} {s['recall@10']:>7.4f} "
+                     f"{s['ndcg@10']:>7.4f} {s['segments_scored']:>4} {s['max_bytes']:>11} {s['wall_s']:>7.1f}")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(payload: dict, path) -> None:
+    def clean(value):  # NaN is not JSON
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+    with open(path, "w") as f:
+        json.dump(clean(payload), f, indent=1)
+        f.write("\n")
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_quality(rows: list[dict], path) -> None:
+    """Recall@20 and NDCG@20 per segment, one line per policy."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        mine = [r for r in rows if r["policy"] == policy]
+        for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
+            ax.plot([r["segment"] for r in mine], [r[metric] for r in mine], marker="o", label=policy)
+    for ax, metric in zip(axes, ("Recall@20", "NDCG@20")):
+        ax.set_xlabel("segment")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sizes(sizes: dict, path) -> None:
+    """Embedding width against frequency rank at the last segment, users and items, one line per policy.
+    `sizes[policy] = (user_widths, user_freq, item_widths, item_freq)` as numpy arrays."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for policy, (uw, uf, iw, if_) in sizes.items():
+        for ax, widths, freq in ((axes[0], uw, uf), (axes[1], iw, if_)):
+            n = len(freq)
+            order = np.lexsort((-np.arange(n), -np.asarray(freq)))  # most frequent first, newest first on ties
+            ax.plot(np.arange(1, n + 1), np.asarray(widths)[order], ".", ms=2, label=policy)
+    for ax, side in zip(axes, ("users", "items")):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{side} by frequency rank (last segment)")
+        ax.set_ylabel("embedding width")
+        ax.grid(alpha=0.3)
+    axes[0].legend(markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(out: Path, rows: list[dict], payload: dict, sizes: dict) -> list[Path]:
+    """results.csv, results.json (payload + rows + summary), quality.png, sizes.png in `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.csv", out / "results.json", out / "quality.png", out / "sizes.png"]
+    write_csv(rows, paths[0])
+    write_json({**payload, "segments": rows, "summary": summarize(rows)}, paths[1])
+    plot_quality(rows, paths[2])
+    plot_sizes(sizes, paths[3])
+    return paths

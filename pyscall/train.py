@@ -1,0 +1,350 @@
+"""The per-segment trainer: size the tables with a policy, warm-start, train with BPR, early-stop, evaluate.
+
+One `StreamTrainer` runs one size policy over one `Stream`. At segment t it
+1. asks the policy for every user's and item's width (vocabulary = the segment's prefix of ids),
+2. sets them on the ragged tables (`set_widths` on the rows it already has, `append` for new ids, which
+   start at N(0, init_std)), then checks the bytes the tables really hold against the budget,
+3. trains on the segment's training part (replay included) with BPR over the graph of all training data so
+   far, for a bounded number of batches, early-stopping on validation and keeping the best state,
+4. evaluates once on the test part and records one result row.
+Its whole state (tables with optimizer state, RNGs, progress, rows) is `state_dict()`, so a run can be
+checkpointed after any segment and resumed to the same numbers.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+import pyscall
+from .metrics import ranking_metrics
+from .models import MODELS, MF, LightGCN, NegativeSampler, bpr_loss
+from .scall.policies import SizeContext, SizePolicy
+
+FLOAT32_BYTES = 4
+PARAMS_PER_MB = 250_000  # the paper's megabytes of float32 parameters
+
+
+class BudgetError(RuntimeError):
+    """The tables hold more bytes than the budget allows (raised by the trainer's check)."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "lightgcn"
+    d_max: int = 64
+    d_min: int = 1
+    layers: int = 3               # LightGCN propagation layers
+    # Scaled down from the paper (batch 10,000, evaluate every 200 batches, train to convergence) so that the
+    # default run on the embedded stream (13 monthly segments) takes a few minutes on 2 cores: a LightGCN batch
+    # costs one propagation over the whole graph whatever its size, so batches are large and few.
+    batch_size: int = 8192
+    max_batches: int = 200        # per segment: training always ends
+    eval_every: int = 20          # batches between validation checks
+    patience: int = 3             # validation checks without improvement before stopping
+    lr: float = 0.03              # Adam, decayed x lr_decay every lr_decay_every batches, floored at lr_min
+    lr_decay: float = 0.95
+    lr_decay_every: int = 200
+    lr_min: float = 1e-3
+    l2: float = 1e-4
+    init_std: float = 0.01        # new rows start at N(0, init_std)
+    eval_users: Optional[int] = None  # evaluate a seeded sample of at most this many users (huge streams)
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if not 0 <= self.d_min <= self.d_max or self.d_max < 1:
+            raise ValueError(f"need 0 <= d_min <= d_max and d_max >= 1, got {self.d_min}, {self.d_max}")
+        if self.eval_users is not None and self.eval_users < 1:
+            raise ValueError(f"eval_users must be >= 1 or None, got {self.eval_users}")
+        for name in ("batch_size", "max_batches", "eval_every", "patience", "lr_decay_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def lr_at(self, batch: int) -> float:
+        return max(self.lr_min, self.lr * self.lr_decay ** (batch // self.lr_decay_every))
+
+
+@dataclass
+class Budget:
+    """Parameters P for all user and item rows: fixed (megabytes of float32, P = MB * 250,000) or a mean
+    size c per row (P = c * (n_users + n_items), growing with the vocabulary). None/None: no budget."""
+    megabytes: Optional[float] = None
+    mean_size: Optional[float] = None
+
+    def __post_init__(self):
+        if self.megabytes is not None and self.mean_size is not None:
+            raise ValueError("give the budget as megabytes or as a mean size, not both")
+        for name in ("megabytes", "mean_size"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"budget {name} must be > 0, got {value}")
+
+    def params(self, n_users: int, n_items: int) -> Optional[int]:
+        if self.megabytes is not None:
+            return int(self.megabytes * PARAMS_PER_MB)
+        if self.mean_size is not None:
+            return int(self.mean_size * (n_users + n_items))
+        return None
+
+    def describe(self) -> str:
+        if self.megabytes is not None:
+            return f"{self.megabytes:g} MB ({int(self.megabytes * PARAMS_PER_MB)} parameters)"
+        if self.mean_size is not None:
+            return f"mean size {self.mean_size:g}"
+        return "none"
+
+
+def _pairs(*parts: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1, 2) for p in parts])
+
+
+class StreamTrainer:
+    """Runs `policy` over `stream.segments`; `run_segment()` does the next one and returns its result row."""
+
+    def __init__(self, stream, policy: SizePolicy, config: TrainConfig, budget: Budget,
+                 batch_progress: Optional[Callable[[int], object]] = None):
+        if not policy.budgeted and (budget.megabytes is not None or budget.mean_size is not None):
+            budget = Budget()  # "full" is the unbudgeted reference whatever budget the run was given
+        if policy.budgeted and budget.params(1, 1) is None:
+            raise ValueError(f"policy {policy.name!r} needs a budget (megabytes or mean size)")
+        self.stream, self.policy, self.config, self.budget = stream, policy, config, budget
+        self.batch_progress = batch_progress  # factory: total batches -> a tqdm-like bar (update/close)
+        self.device = torch.device(config.device)
+        self.next_segment = 0
+        self.results: list[dict] = []
+        self.users = self.items = None
+        self.model = None
+        self.generator = torch.Generator().manual_seed(config.seed)         # batches and negatives
+        self.policy_rng = np.random.default_rng([config.seed, 1])             # random sizes
+        self._bpe = None
+
+    @property
+    def done(self) -> bool:
+        return self.next_segment >= len(self.stream.segments)
+
+    # -- sizes ---------------------------------------------------------------------------------
+    def _new_table(self, widths: torch.Tensor, budget_bytes: Optional[int]):
+        return pyscall.Embedding(len(widths), self.config.d_max, widths=widths, budget_bytes=budget_bytes,
+                                 optimizer="adam", lr=self.config.lr, init_std=self.config.init_std,
+                                 device=self.device)
+
+    def _build_model(self):
+        if self.config.model == "lightgcn":
+            self.model = LightGCN(self.users, self.items, self.config.layers)
+        else:
+            self.model = MF(self.users, self.items)
+
+    def _resize(self, table, widths: torch.Tensor, budget_bytes: Optional[int]):
+        # Rows it has get their new width first, then new ids are appended at theirs: the table never holds
+        # more than its final size, which fits the budget.
+        table.budget_bytes = budget_bytes
+        n_old = table.num_embeddings
+        table.set_widths(widths[:n_old])
+        if len(widths) > n_old:
+            table.append(widths[n_old:])
+        stats = table.memory_stats()
+        if stats["capacity_bytes"] > stats["used_bytes"]:
+            table.compact()
+
+    def _bytes_per_param(self) -> int:
+        """Bytes the arena holds per parameter (weight plus fused Adam state), measured on a 1-row table."""
+        if self._bpe is None:
+            self._bpe = int(self._new_table(torch.ones(1, dtype=torch.int32), None)
+                            .memory_stats()["bytes_per_element"])
+        return self._bpe
+
+    def held_bytes(self) -> int:
+        return sum(t.memory_stats()["capacity_bytes"] for t in (self.users, self.items))
+
+    def _apply_sizes(self, seg) -> tuple[int, Optional[int], Optional[int]]:
+        """Set every row's width for `seg`; returns (parameters used, parameter budget, byte budget)."""
+        cfg = self.config
+        budget = self.budget.params(seg.n_users, seg.n_items)
+        ctx = SizeContext(seg.index, seg.user_frequency(), seg.item_frequency(), budget, cfg.d_min, cfg.d_max,
+                          self.policy_rng, segment=seg)
+        user_w, item_w = (w.to(torch.int32) for w in self.policy.sizes(ctx))
+        if user_w.shape != (seg.n_users,) or item_w.shape != (seg.n_items,):
+            raise ValueError(f"policy {self.policy.name!r} returned {tuple(user_w.shape)} user and "
+                             f"{tuple(item_w.shape)} item widths for {seg.n_users} users and {seg.n_items} items")
+        used = int(user_w.sum()) + int(item_w.sum())
+        if budget is not None and used > budget:
+            raise BudgetError(f"segment {seg.index}: policy {self.policy.name!r} asks for {used} parameters, "
+                              f"over the budget of {budget} ({seg.n_users} users + {seg.n_items} items at "
+                              f"d_min={cfg.d_min}); raise the budget or lower d_min")
+        bytes_per_param = self._bytes_per_param()
+        budget_bytes = None if budget is None else budget * bytes_per_param
+        if self.users is None:
+            self.users = self._new_table(user_w, budget_bytes)
+            self.items = self._new_table(item_w, budget_bytes)
+            self._build_model()
+        else:
+            self._resize(self.users, user_w, budget_bytes)
+            self._resize(self.items, item_w, budget_bytes)
+        held = self.held_bytes()
+        if budget_bytes is not None and held > budget_bytes:
+            raise BudgetError(f"segment {seg.index}: the user and item tables hold {held} bytes, over the "
+                              f"budget of {budget_bytes} bytes ({budget} parameters x {bytes_per_param} bytes)")
+        return used, budget, budget_bytes
+
+    # -- training ------------------------------------------------------------------------------
+    def _set_lr(self, lr: float) -> None:
+        self.users.lr = lr
+        self.items.lr = lr
+
+    def _fitness(self, pairs: np.ndarray, mask: np.ndarray, n_items: int) -> float:
+        m = ranking_metrics(self.model.scorer(), pairs, mask, n_items, ks=(20,))
+        return 0.5 * (m["recall@20"] + m["ndcg@20"])
+
+    def _eval_sample(self, pairs: np.ndarray, index: int) -> np.ndarray:
+        """The held-out pairs of at most `eval_users` users, sampled with their own seed (so the sample does
+        not move the training RNGs)."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        users = np.unique(pairs[:, 0])
+        if self.config.eval_users is None or len(users) <= self.config.eval_users:
+            return pairs
+        rng = np.random.default_rng([self.config.seed, 2, index])
+        keep = rng.choice(users, self.config.eval_users, replace=False)
+        return pairs[np.isin(pairs[:, 0], keep)]
+
+    def _snapshot(self):
+        return {k: v.clone() for k, v in self.users.state_dict().items()}, \
+            {k: v.clone() for k, v in self.items.state_dict().items()}
+
+    def _train(self, seg) -> dict:
+        cfg = self.config
+        train = torch.from_numpy(np.asarray(seg.train, dtype=np.int64).reshape(-1, 2))
+        known = _pairs(seg.history, seg.train)
+        if cfg.model == "lightgcn":
+            self.model.set_graph(known)
+        # Early stopping on validation; under protocol="paper" there is none and the test part is used.
+        check = self._eval_sample(seg.valid if len(seg.valid) else seg.test, seg.index)
+        sampler = NegativeSampler(known, seg.n_items)
+        info = {"batches": 0, "best_batch": 0, "valid_fitness": float("nan")}
+        if len(train) == 0:
+            return info
+        best, best_fit, bad = None, -1.0, 0
+        bar = self.batch_progress(cfg.max_batches) if self.batch_progress else None
+        order, pos = torch.randperm(len(train), generator=self.generator), 0
+        for b in range(cfg.max_batches):
+            if pos >= len(train):
+                order, pos = torch.randperm(len(train), generator=self.generator), 0
+            idx = order[pos: pos + cfg.batch_size]
+            pos += cfg.batch_size
+            users, items = train[idx, 0].to(self.device), train[idx, 1].to(self.device)
+            neg = sampler.sample(train[idx, 0], self.generator).to(self.device)
+            self._set_lr(cfg.lr_at(b))
+            pos_s, neg_s, ego = self.model.batch(users, items, neg)
+            loss = bpr_loss(pos_s, neg_s, ego, cfg.l2)
+            loss.backward()  # fused Adam: updates the touched rows in place
+            info["batches"] = b + 1
+            if bar is not None:
+                bar.update(1)
+            if len(check) and ((b + 1) % cfg.eval_every == 0 or b + 1 == cfg.max_batches):
+                fit = self._fitness(check, known, seg.n_items)
+                if fit > best_fit:
+                    best, best_fit, bad = self._snapshot(), fit, 0
+                    info["best_batch"] = b + 1
+                else:
+                    bad += 1
+                    if bad >= cfg.patience:
+                        break
+        if bar is not None:
+            bar.close()
+        if best is not None and info["best_batch"] != info["batches"]:
+            self.users.load_state_dict(best[0])
+            self.items.load_state_dict(best[1])
+        info["valid_fitness"] = best_fit if best is not None else float("nan")
+        return info
+
+    # -- one segment -----------------------------------------------------------------------------
+    def run_segment(self) -> dict:
+        if self.done:
+            raise RuntimeError("every segment has been run")
+        seg = self.stream.segments[self.next_segment]
+        start = time.perf_counter()
+        used, budget, budget_bytes = self._apply_sizes(seg)
+        held = self.held_bytes()
+        info = self._train(seg)
+        metrics = ranking_metrics(self.model.scorer(), self._eval_sample(seg.test, seg.index),
+                                  _pairs(seg.history, seg.train, seg.valid), seg.n_items)
+        row = {"policy": self.policy.name, "model": self.config.model, "segment": seg.index,
+               "n_users": seg.n_users, "n_items": seg.n_items, "n_train": len(seg.train),
+               **{k: float(v) for k, v in metrics.items() if k != "n_users"},
+               "eval_users": int(metrics["n_users"]),
+               "params": used, "budget_params": budget, "bytes": held, "budget_bytes": budget_bytes,
+               "mean_width": used / max(1, seg.n_users + seg.n_items),
+               "batches": info["batches"], "best_batch": info["best_batch"],
+               "valid_fitness": info["valid_fitness"], "wall_s": time.perf_counter() - start}
+        self.results.append(row)
+        self.next_segment += 1
+        return row
+
+    def widths(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.users.widths, self.items.widths
+
+    # -- checkpoint state ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "policy": self.policy.name,
+            "config": asdict(self.config),
+            "next_segment": self.next_segment,
+            "results": [dict(r) for r in self.results],
+            "users": self.users.state_dict() if self.users is not None else None,
+            "items": self.items.state_dict() if self.items is not None else None,
+            "rng": {"generator": self.generator.get_state(),
+                    "policy": self.policy_rng.bit_generator.state,
+                    "torch": torch.get_rng_state(),
+                    "numpy": _numpy_global_state(),
+                    "python": random.getstate(),
+                    # appended rows draw their init on the table's device
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["policy"] != self.policy.name:
+            raise ValueError(f"checkpoint is for policy {state['policy']!r}, this run is {self.policy.name!r}")
+        if state["config"] != asdict(self.config):
+            changed = sorted(k for k in state["config"] if state["config"][k] != asdict(self.config).get(k))
+            raise ValueError(f"checkpoint was written with other settings ({', '.join(changed)}); "
+                             "resume with the same options or start a new output folder")
+        if state["users"] is not None:
+            seg = self.stream.segments[state["next_segment"] - 1]
+            budget = self.budget.params(seg.n_users, seg.n_items)
+            budget_bytes = None if budget is None else budget * self._bytes_per_param()
+            self.users = self._new_table(state["users"]["widths"], budget_bytes)
+            self.items = self._new_table(state["items"]["widths"], budget_bytes)
+            self.users.load_state_dict(state["users"])
+            self.items.load_state_dict(state["items"])
+            self._build_model()
+        self.next_segment = state["next_segment"]
+        self.results = [dict(r) for r in state["results"]]
+        rng = state["rng"]
+        self.generator.set_state(rng["generator"])
+        self.policy_rng.bit_generator.state = rng["policy"]
+        torch.set_rng_state(rng["torch"])
+        _set_numpy_global_state(rng["numpy"])
+        random.setstate(_tuples(rng["python"]))
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def _numpy_global_state():
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]
+
+
+def _set_numpy_global_state(state) -> None:
+    kind, keys, pos, has_gauss, gauss = state
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def _tuples(value):
+    # python's random state is nested tuples; keep it so whatever the serialiser did to them.
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
