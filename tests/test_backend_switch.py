@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -32,7 +33,8 @@ print(json.dumps(results + [pyscall.ops.backend(emb.weight.device).__name__]))
 def _run(env_extra):
     env = {k: v for k, v in os.environ.items() if k not in ("PYSCALL_BACKEND", "TRITON_INTERPRET")}
     env.update(env_extra)
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())  # not the checkout: import the installed package
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -50,5 +52,5 @@ def test_triton_switch_without_interpreter_is_a_clear_error():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYSCALL_BACKEND"] = "triton"
     done = subprocess.run([sys.executable, "-c", "import torch, pyscall; pyscall.Embedding(3, 2)(torch.tensor([0]))"],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir())
     assert done.returncode != 0 and "TRITON_INTERPRET=1" in done.stderr

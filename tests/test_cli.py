@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -27,8 +28,9 @@ def _numbers(out):
 
 def _run(args, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
+    # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
     return subprocess.run([sys.executable, "-m", "pyscall.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd=tempfile.gettempdir())
 
 
 def test_compare_writes_every_output_and_holds_the_budget(tmp_path, capsys):
