@@ -18,76 +18,99 @@ namespace {
 // more than it saves.
 constexpr size_t kParallelMoves = 4096;
 
-inline void move_row(char* base, int64_t es, int64_t src, int64_t dst, int64_t copy,
-                     int64_t total) {
-  if (copy > 0 && src != dst) std::memmove(base + dst * es, base + src * es, copy * es);
-  if (total > copy) std::memset(base + (dst + copy) * es, 0, (total - copy) * es);
+// Copies [s, s + n) to d for K <= n <= 2K as two K-byte halves, loading both
+// before storing either, so overlap is harmless.
+template <size_t K>
+inline void move_halves(char* d, const char* s, size_t n) {
+  char head[K], tail[K];
+  std::memcpy(head, s, K);
+  std::memcpy(tail, s + n - K, K);
+  std::memcpy(d, head, K);
+  std::memcpy(d + n - K, tail, K);
 }
 
-// An ordered step in parallel. Split it into runs where dst is monotone (a
-// re-layout has two) and each run into chunks, one per thread. Running chunks
-// at once is unsafe only where a later chunk writes what an earlier chunk
-// still reads (a plan never reads what an earlier move wrote, and destinations
-// are disjoint). Those "seam" rows are detected with the read span of all
-// earlier chunks, their sources staged in a scratch buffer first, and written
-// last. In a re-layout seams are the few rows near chunk edges.
-struct Phase {
-  size_t begin, end;
-  std::vector<size_t> chunk_begin;  // one per chunk, plus end; size 2 = sequential
+// memmove without a library call for short rows (most rows are a few dozen
+// bytes, and a call per row costs as much as the copy).
+inline void move_bytes(char* d, const char* s, size_t n) {
+  if (n > 64 || n < 4) std::memmove(d, s, n);
+  else if (n > 32) move_halves<32>(d, s, n);
+  else if (n > 16) move_halves<16>(d, s, n);
+  else if (n > 8) move_halves<8>(d, s, n);
+  else move_halves<4>(d, s, n);
+}
+
+template <size_t K>
+inline void zero_halves(char* d, size_t n) {
+  static constexpr char kZero[K] = {};
+  std::memcpy(d, kZero, K);
+  std::memcpy(d + n - K, kZero, K);
+}
+
+// Zeroes [d, d + n), short runs without a library call.
+inline void zero_bytes(char* d, size_t n) {
+  if (n > 64 || n < 4) std::memset(d, 0, n);
+  else if (n > 32) zero_halves<32>(d, n);
+  else if (n > 16) zero_halves<16>(d, n);
+  else if (n > 8) zero_halves<8>(d, n);
+  else zero_halves<4>(d, n);
+}
+
+inline void move_row(char* base, int64_t es, int64_t src, int64_t dst, int64_t copy,
+                     int64_t total) {
+  if (copy > 0 && src != dst) move_bytes(base + dst * es, base + src * es, copy * es);
+  if (total > copy) zero_bytes(base + (dst + copy) * es, (total - copy) * es);
+}
+
+// An ordered step in parallel: one chunk of consecutive moves per thread.
+// Running chunks at once is unsafe only where a later chunk writes what an
+// earlier chunk still reads (a plan never reads what an earlier move wrote,
+// and destinations are disjoint). Those "seam" rows are detected with the
+// read span of all earlier chunks, their sources staged in a scratch buffer
+// first, and written last. A re-layout sweeps the buffer upwards, so its
+// seams are the few rows near chunk edges.
+struct Schedule {
+  std::vector<size_t> chunk_begin;  // one per chunk, plus the end; size 2 = sequential
   std::vector<size_t> seams;        // ascending indices
   int64_t staged = 0;               // elements staged for the seams
 };
 
-std::vector<Phase> schedule_ordered(const Step& s, int threads) {
+Schedule schedule_ordered(const Step& s, int threads) {
   const size_t k = s.size();
-  std::vector<Phase> phases;
-  size_t i = 0;
-  while (i < k) {
-    size_t j = i + 1;
-    if (j < k) {
-      const bool up = s.dst[j] > s.dst[i];
-      while (j + 1 < k && (s.dst[j + 1] > s.dst[j]) == up) ++j;
-      ++j;
-    }
-    Phase p{i, j, {i, j}, {}, 0};
-    if (threads > 1 && j - i >= kParallelMoves) {
-      std::vector<size_t> cb(threads + 1);
-      for (int c = 0; c <= threads; ++c) cb[c] = i + (j - i) * c / threads;
-      int64_t lo = INT64_MAX, hi = INT64_MIN, moved = 0;
-      for (int c = 0; c < threads; ++c) {
-        for (size_t r = cb[c]; r < cb[c + 1]; ++r) {
-          moved += s.total[r];
-          if (c > 0 && s.total[r] > 0 && s.dst[r] < hi && s.dst[r] + s.total[r] > lo) {
-            p.seams.push_back(r);
-            p.staged += s.copy[r];
-          }
-        }
-        for (size_t r = cb[c]; r < cb[c + 1]; ++r)
-          if (s.copy[r] > 0) {
-            lo = std::min(lo, s.src[r]);
-            hi = std::max(hi, s.src[r] + s.copy[r]);
-          }
-      }
-      // Staging much of the run would cost more than the parallelism gains.
-      if (p.staged * 8 <= moved) {
-        p.chunk_begin = std::move(cb);
-      } else {
-        p.seams.clear();
-        p.staged = 0;
+  Schedule p{{0, k}, {}, 0};
+  if (threads < 2 || k < kParallelMoves) return p;
+  std::vector<size_t> cb(threads + 1);
+  for (int c = 0; c <= threads; ++c) cb[c] = k * c / threads;
+  int64_t lo = INT64_MAX, hi = INT64_MIN, moved = 0;
+  for (int c = 0; c < threads; ++c) {
+    for (size_t r = cb[c]; r < cb[c + 1]; ++r) {
+      moved += s.total[r];
+      if (c > 0 && s.dst[r] < hi && s.dst[r] + s.total[r] > lo) {
+        p.seams.push_back(r);
+        p.staged += s.copy[r];
       }
     }
-    phases.push_back(std::move(p));
-    i = j;
+    for (size_t r = cb[c]; r < cb[c + 1]; ++r)
+      if (s.copy[r] > 0) {
+        lo = std::min(lo, s.src[r]);
+        hi = std::max(hi, s.src[r] + s.copy[r]);
+      }
   }
-  return phases;
+  // Staging much of the step would cost more than the parallelism gains.
+  if (p.staged * 8 <= moved) {
+    p.chunk_begin = std::move(cb);
+  } else {
+    p.seams.clear();
+    p.staged = 0;
+  }
+  return p;
 }
 
-void run_phase(const Step& s, const Phase& p, const Buffer& b, std::vector<char>& scratch) {
+void run_ordered(const Step& s, const Schedule& p, const Buffer& b, std::vector<char>& scratch) {
   char* base = b.data;
   const int64_t es = b.elem_size;
   const int chunks = static_cast<int>(p.chunk_begin.size()) - 1;
   if (chunks == 1) {
-    for (size_t r = p.begin; r < p.end; ++r)
+    for (size_t r = 0; r < s.size(); ++r)
       move_row(base, es, s.src[r], s.dst[r], s.copy[r], s.total[r]);
     return;
   }
@@ -132,12 +155,8 @@ std::pair<int64_t, int64_t> plan_extent(const Plan& plan) {
     const size_t k = s.size();
     if (s.dst.size() != k || s.copy.size() != k || s.total.size() != k)
       throw std::invalid_argument("plan step arrays differ in length");
-    for (size_t r = 0; r < k; ++r) {
-      if (s.src[r] < 0 || s.dst[r] < 0 || s.copy[r] < 0 || s.copy[r] > s.total[r])
-        throw std::invalid_argument("plan move " + std::to_string(r) + " is malformed");
-      if (s.copy[r] > 0) read = std::max(read, s.src[r] + s.copy[r]);
-      written = std::max(written, s.dst[r] + s.total[r]);
-    }
+    read = std::max(read, s.read_end);
+    written = std::max(written, s.write_end);
   }
   return {read, written};
 }
@@ -168,9 +187,8 @@ void apply_plan_cpu(const Plan& plan, const std::vector<Buffer>& buffers, int nu
       for (const Buffer& b : buffers) run_unordered(s, b, threads);
       continue;
     }
-    const std::vector<Phase> phases = schedule_ordered(s, threads);
-    for (const Buffer& b : buffers)
-      for (const Phase& p : phases) run_phase(s, p, b, scratch);
+    const Schedule p = schedule_ordered(s, threads);
+    for (const Buffer& b : buffers) run_ordered(s, p, b, scratch);
   }
 }
 

@@ -83,7 +83,7 @@ size_t Arena::max_free_extents() const {
 }
 
 void Arena::compact_if_fragmented(Plan& plan) {
-  if (free_.count() > max_free_extents()) relayout(widths_, capacity_, plan);
+  if (free_.count() > max_free_extents()) relayout(widths_, used_, capacity_, plan);
 }
 
 bool Arena::grow_tail(int64_t need, int64_t rows) {
@@ -99,83 +99,138 @@ bool Arena::grow_tail(int64_t need, int64_t rows) {
   return true;
 }
 
-// In-place safety of the re-layout. Rows keep their relative order and are
-// packed from 0, so destinations are disjoint and ordered like the sources.
-// A right-mover (dst > src) can only overwrite sources of rows to its right
-// that also move right (a row to its right that moves left or stays has
-// src >= dst >= this row's new end); a left-mover (dst <= src) can only
-// overwrite sources of rows to its left (right of it every src >= dst >= its
-// new end). So: right-movers in descending order (each writes only where
-// higher right-movers, already done, read), then left-movers in ascending
-// order, then rows that had no storage (pure zero fills, placed last, so they
-// overwrite nothing still to be read). Every live row is listed, src == dst
-// included, so the same step is also correct out of place.
-void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t capacity_after, Plan& plan) {
-  const int64_t n = num_rows();
-  std::vector<int64_t> order;
-  order.reserve(static_cast<size_t>(n));
-  bool sorted = true;
-  int64_t last = -1;
-  for (int64_t i = 0; i < n; ++i)
-    if (widths_[i] > 0) {
-      sorted = sorted && offsets_[i] > last;
-      last = offsets_[i];
-      order.push_back(i);
-    }
-  if (!sorted) sort_rows_by_offset(order, offsets_, capacity_);
-  for (int64_t i = 0; i < n; ++i)
-    if (widths_[i] == 0 && new_widths[i] > 0) order.push_back(i);
+Plan& Arena::start_plan() {
+  if (plan_ && plan_.use_count() == 1) {
+    for (Step& s : plan_->steps)
+      if (s.capacity() > spare_.capacity()) spare_ = std::move(s);
+    plan_->steps.clear();
+    plan_->capacity_after = 0;
+  } else {
+    plan_ = std::make_shared<Plan>();
+  }
+  return *plan_;
+}
 
-  size_t live = 0;
-  int64_t pos = 0;
-  for (int64_t id : order) {
-    live += new_widths[id] > 0;
-    pos += new_widths[id];
+Step Arena::take_step(bool ordered) {
+  Step s = std::move(spare_);
+  spare_ = Step();
+  s.clear();
+  s.ordered = ordered;
+  return s;
+}
+
+// In-place safety of the re-layout. Rows with storage keep their relative
+// order and are packed from 0, so destinations are disjoint and ordered like
+// the sources. A right-mover (dst > src) can only overwrite sources of rows to
+// its right that also move right, up to the first row that moves left or
+// stays (that row has src >= dst >= every new end before it). A left-mover
+// (dst <= src) or stayer can only overwrite sources of rows to its left, and
+// of the right-movers that directly follow it (its new end is the next row's
+// dst). So every maximal run of right-movers goes in descending order, before
+// the left-mover that precedes it; everything else goes in ascending order;
+// rows that had no storage come last (pure zero fills, once every source has
+// been read). Replaying the step then sweeps the buffer once, upwards. Every
+// live row is listed, src == dst included, so the step is also correct out
+// of place.
+void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t new_used,
+                     int64_t capacity_after, Plan& plan) {
+  const int64_t n = num_rows();
+  Step step = take_step(true);
+  if (live_rows_in_id_order()) {
+    sweep([](int64_t k) { return k; }, n, new_widths, step);
+  } else {
+    std::vector<int64_t> order;
+    order.reserve(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      if (widths_[i] > 0) order.push_back(i);
+    sort_rows_by_offset(order, offsets_, capacity_);
+    for (int64_t i = 0; i < n; ++i)
+      if (widths_[i] == 0 && new_widths[i] > 0) order.push_back(i);
+    sweep([&](int64_t k) { return order[k]; }, static_cast<int64_t>(order.size()), new_widths,
+          step);
   }
-  Step step;
-  step.ordered = true;
-  for (auto* v : {&step.src, &step.dst, &step.copy, &step.total}) v->reserve(live);
-  // dst of order[k] is the prefix sum of the new widths before it: walk it
-  // down for the right-movers, up for the left-movers.
-  auto emit = [&](int64_t id, int64_t dst) {
-    const int64_t w_new = new_widths[id];
-    if (w_new == 0) return;
-    const int64_t src = widths_[id] > 0 ? offsets_[id] : dst;
-    step.push(src, dst, std::min<int64_t>(widths_[id], w_new), w_new);
-  };
-  const int64_t end = pos;
-  for (size_t k = order.size(); k-- > 0;) {
-    const int64_t id = order[k];
-    pos -= new_widths[id];
-    if (widths_[id] > 0 && pos > offsets_[id]) emit(id, pos);
-  }
-  for (int64_t id : order) {
-    if (widths_[id] == 0 || pos <= offsets_[id]) emit(id, pos);
-    pos += new_widths[id];
-  }
-  for (int64_t i = 0; i < n; ++i)
-    if (new_widths[i] == 0) offsets_[i] = 0;
-  pos = 0;
-  for (int64_t id : order) {
-    offsets_[id] = pos;
-    pos += new_widths[id];
-  }
-  std::copy(new_widths.begin(), new_widths.end(), widths_.begin());
-  used_ = end;
+  if (&new_widths != &widths_) std::copy(new_widths.begin(), new_widths.end(), widths_.begin());
+  used_ = new_used;
   capacity_ = capacity_after;
   free_.clear();
   free_.release(used_, capacity_ - used_);
-  if (!step.src.empty()) plan.steps.push_back(std::move(step));
+  if (step.size() > 0) plan.steps.push_back(std::move(step));
+  else spare_ = std::move(step);
 }
 
-Plan Arena::append(const std::vector<int32_t>& widths) {
+bool Arena::live_rows_in_id_order() const {
+  for (int64_t id = 0, last = -1; id < num_rows(); ++id)
+    if (widths_[id] > 0) {
+      if (offsets_[id] <= last) return false;
+      last = offsets_[id];
+    }
+  return true;
+}
+
+template <typename RowAt>
+void Arena::sweep(RowAt row_at, int64_t count, const std::vector<int32_t>& new_widths,
+                  Step& step) {
+  step.reserve(static_cast<size_t>(count));
+  // The left-mover before a run of right-movers is held back until the run
+  // is emitted.
+  int64_t pos = 0;
+  bool held = false, newborn = false;
+  int64_t h_src = 0, h_dst = 0, h_copy = 0, h_total = 0;
+  auto flush = [&] {
+    if (held) step.push(h_src, h_dst, h_copy, h_total);
+    held = false;
+  };
+  for (int64_t k = 0; k < count;) {
+    const int64_t id = row_at(k);
+    const int64_t w_new = new_widths[id], w_old = widths_[id], off = offsets_[id];
+    if (w_old == 0 || w_new == 0) {  // no move: dropped, or a zero fill emitted last
+      newborn = newborn || w_new > 0;
+      offsets_[id] = w_new > 0 ? pos : 0;
+      pos += w_new;
+      ++k;
+    } else if (pos <= off) {  // moves left or stays
+      flush();
+      held = true;
+      h_src = off, h_dst = pos, h_copy = std::min(w_old, w_new), h_total = w_new;
+      offsets_[id] = pos;
+      pos += w_new;
+      ++k;
+    } else {  // a run of right-movers, up to the next live row that does not move right
+      int64_t end = k + 1, end_pos = pos + w_new;
+      for (; end < count; ++end) {
+        const int64_t r = row_at(end), w = new_widths[r];
+        if (widths_[r] > 0 && w > 0 && end_pos <= offsets_[r]) break;
+        end_pos += w;
+      }
+      for (int64_t j = end, p = end_pos; j-- > k;) {
+        const int64_t r = row_at(j), w = new_widths[r], w_was = widths_[r];
+        p -= w;
+        if (w_was > 0 && w > 0) step.push(offsets_[r], p, std::min(w_was, w), w);
+        else newborn = newborn || w > 0;
+        offsets_[r] = w > 0 ? p : 0;
+      }
+      flush();
+      pos = end_pos;
+      k = end;
+    }
+  }
+  flush();
+  if (newborn)
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t id = row_at(k);
+      if (widths_[id] == 0 && new_widths[id] > 0)
+        step.push(offsets_[id], offsets_[id], 0, new_widths[id]);
+    }
+}
+
+Arena::PlanPtr Arena::append(const std::vector<int32_t>& widths) {
   check_widths(widths);
   int64_t total = 0;
   for (int32_t w : widths) total += w;
   const int64_t rows = num_rows() + static_cast<int64_t>(widths.size());
   check_budget(used_ + total, rows, "append");
 
-  Plan plan;
+  Plan& plan = start_plan();
   const int64_t limit = capacity_limit(rows);
   // The new rows' per-row state can leave too little room for the current
   // capacity: then a compaction trims it (below).
@@ -191,7 +246,7 @@ Plan Arena::append(const std::vector<int32_t>& widths) {
   reserve_rows(static_cast<size_t>(rows));
   const int64_t first = num_rows();
   if (fast) {
-    Step fill;
+    Step fill = take_step(false);
     int64_t pos = base;
     for (int32_t w : widths) {
       offsets_.push_back(w > 0 ? pos : 0);
@@ -200,20 +255,21 @@ Plan Arena::append(const std::vector<int32_t>& widths) {
       pos += w;
     }
     used_ += total;
-    if (!fill.src.empty()) plan.steps.push_back(std::move(fill));
+    if (fill.size() > 0) plan.steps.push_back(std::move(fill));
+    else spare_ = std::move(fill);
   } else {
     offsets_.resize(static_cast<size_t>(rows), 0);
     widths_.resize(static_cast<size_t>(rows), 0);
     std::vector<int32_t> new_widths(widths_);
     std::copy(widths.begin(), widths.end(), new_widths.begin() + first);
-    relayout(new_widths, std::min(std::max(capacity_, used_ + total), limit), plan);
+    relayout(new_widths, used_ + total, std::min(std::max(capacity_, used_ + total), limit), plan);
   }
   compact_if_fragmented(plan);
   plan.capacity_after = capacity_;
-  return plan;
+  return plan_;
 }
 
-Plan Arena::set_widths(const std::vector<int32_t>& widths) {
+Arena::PlanPtr Arena::set_widths(const std::vector<int32_t>& widths) {
   if (static_cast<int64_t>(widths.size()) != num_rows())
     throw std::invalid_argument("set_widths needs one width per row: got " +
                                 std::to_string(widths.size()) + ", num_rows is " +
@@ -222,22 +278,24 @@ Plan Arena::set_widths(const std::vector<int32_t>& widths) {
   int64_t total = 0;
   for (int32_t w : widths) total += w;
   check_budget(total, num_rows(), "set_widths");
-  Plan plan;
-  relayout(widths, total, plan);
+  // Keeping capacity avoids reallocating (and faulting in) every buffer.
+  const bool trim = total > capacity_ || (capacity_ - total) * kTrimFraction > capacity_;
+  Plan& plan = start_plan();
+  relayout(widths, total, trim ? total : capacity_, plan);
   plan.capacity_after = capacity_;
-  return plan;
+  return plan_;
 }
 
-Plan Arena::compact() {
-  Plan plan;
-  relayout(widths_, used_, plan);
+Arena::PlanPtr Arena::compact() {
+  Plan& plan = start_plan();
+  relayout(widths_, used_, used_, plan);
   plan.capacity_after = capacity_;
-  return plan;
+  return plan_;
 }
 
-Plan Arena::release(const std::vector<int64_t>& ids) {
+Arena::PlanPtr Arena::release(const std::vector<int64_t>& ids) {
   check_ids(ids);
-  Plan plan;
+  Plan& plan = start_plan();
   for (int64_t id : ids) {
     if (widths_[id] == 0) continue;
     free_.release(offsets_[id], widths_[id]);
@@ -247,10 +305,10 @@ Plan Arena::release(const std::vector<int64_t>& ids) {
   }
   compact_if_fragmented(plan);
   plan.capacity_after = capacity_;
-  return plan;
+  return plan_;
 }
 
-Plan Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& widths) {
+Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& widths) {
   if (ids.size() != widths.size())
     throw std::invalid_argument("resize needs one width per id: got " +
                                 std::to_string(widths.size()) + " widths for " +
@@ -258,7 +316,6 @@ Plan Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& 
   check_ids(ids);
   check_widths(widths);
   const int64_t n = num_rows();
-  Plan plan;
 
   // A big batch costs about as much as moving everything: re-layout once.
   if (static_cast<int64_t>(ids.size()) >= std::max<int64_t>(n / 8, 1)) {
@@ -269,9 +326,10 @@ Plan Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& 
       new_widths[ids[i]] = widths[i];
     }
     check_budget(total, n, "resize");
-    relayout(new_widths, std::max(capacity_, total), plan);
+    Plan& plan = start_plan();
+    relayout(new_widths, total, std::max(capacity_, total), plan);
     plan.capacity_after = capacity_;
-    return plan;
+    return plan_;
   }
 
   // Last-wins dedupe: stable order by id, keep the last pair of each id.
@@ -289,6 +347,7 @@ Plan Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& 
     (w < widths_[id] ? shrinks : grows).emplace_back(id, w);
   }
   check_budget(total, n, "resize");
+  Plan& plan = start_plan();
 
   // Shrinks free their tails and move nothing.
   for (auto [id, w] : shrinks) {
@@ -300,10 +359,10 @@ Plan Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& 
   // Grows: in place when the next extent is free, else relocate. Old extents
   // are freed only when the step closes, so every move in a step reads a
   // source no other move of the step writes.
-  Step step;
+  Step step = take_step(false);
   std::vector<std::pair<int64_t, int64_t>> deferred;
   auto close_step = [&] {
-    if (!step.src.empty()) plan.steps.push_back(std::move(step));
+    if (step.size() > 0) plan.steps.push_back(std::move(step));
     step = Step();
     for (auto [off, len] : deferred) free_.release(off, len);
     deferred.clear();
@@ -326,9 +385,9 @@ Plan Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& 
       close_step();
       std::vector<int32_t> new_widths(widths_);
       for (size_t r = g; r < grows.size(); ++r) new_widths[grows[r].first] = grows[r].second;
-      relayout(new_widths, std::max(capacity_, total), plan);
+      relayout(new_widths, total, std::max(capacity_, total), plan);
       plan.capacity_after = capacity_;
-      return plan;
+      return plan_;
     }
     step.push(old > 0 ? off : dst, dst, old, w);
     if (!in_place && old > 0) deferred.emplace_back(off, old);
@@ -339,7 +398,7 @@ Plan Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& 
   close_step();
   compact_if_fragmented(plan);
   plan.capacity_after = capacity_;
-  return plan;
+  return plan_;
 }
 
 ArenaStats Arena::stats() const {
@@ -359,6 +418,10 @@ ArenaStats Arena::stats() const {
                                           free_.metadata_bytes());
   s.budget_bytes = budget_bytes_;
   s.free_extents = static_cast<int64_t>(free_.count());
+  size_t scratch = spare_.capacity();
+  if (plan_)
+    for (const Step& st : plan_->steps) scratch += st.capacity();
+  s.scratch_bytes = static_cast<int64_t>(scratch * 4 * sizeof(int64_t));
   return s;
 }
 

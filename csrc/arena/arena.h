@@ -1,8 +1,15 @@
 // Metadata of a ragged arena: per-row offset and width, free extents, budget.
 // Holds no data: every layout operation validates its input, checks the
 // budget, mutates the metadata and returns the Plan that moves the data.
+//
+// Plan storage is reused: a plan of a million rows is 32 MB, and faulting
+// fresh pages in costs more than the re-layout itself. The arena keeps its
+// last plan and, at the next layout operation, recycles its arrays if nothing
+// else holds it (no Python Plan, Step or step array is alive); otherwise it
+// starts a new one. A plan handed out therefore never changes under its holder.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,6 +30,7 @@ struct ArenaStats {
   double fragmentation;
   int64_t num_rows, total_width, bytes_per_element, bytes_per_row, metadata_bytes,
       budget_bytes, free_extents;
+  int64_t scratch_bytes;  // plan arrays kept for reuse (not metadata: bounded by the last plan)
 };
 
 class Arena {
@@ -31,16 +39,20 @@ class Arena {
   // optimizer state; bytes_per_row: per-row optimizer state.
   Arena(int64_t d_max, int64_t bytes_per_element, int64_t bytes_per_row, int64_t budget_bytes);
 
+  using PlanPtr = std::shared_ptr<Plan>;
+
   // New rows (ids num_rows()..) with these widths; their extents are zero-filled.
-  Plan append(const std::vector<int32_t>& widths);
+  PlanPtr append(const std::vector<int32_t>& widths);
   // Batched, all-or-nothing. A duplicate id counts only with its LAST width.
-  Plan resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& widths);
-  // Every row at once; capacity is trimmed to the total width.
-  Plan set_widths(const std::vector<int32_t>& widths);
+  PlanPtr resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& widths);
+  // Every row at once, packed from 0. Capacity becomes the total width when
+  // that grows it or frees more than kTrimFraction of it; otherwise it is
+  // kept, so that buffers are reused in place instead of reallocated.
+  PlanPtr set_widths(const std::vector<int32_t>& widths);
   // Width 0, storage freed. Duplicates are harmless.
-  Plan release(const std::vector<int64_t>& ids);
+  PlanPtr release(const std::vector<int64_t>& ids);
   // Packs every row from offset 0 (order kept) and trims capacity to the total width.
-  Plan compact();
+  PlanPtr compact();
   // A new budget (< 0: none); throws BudgetError, changing nothing, when the
   // current capacity would not fit in it.
   void set_budget(int64_t budget_bytes);
@@ -58,6 +70,8 @@ class Arena {
   // metadata stays within kMetadataBytesPerRow per row.
   size_t max_free_extents() const;
   static constexpr int64_t kMetadataBytesPerRow = 16;
+  // set_widths trims capacity only when that frees more than 1/kTrimFraction.
+  static constexpr int64_t kTrimFraction = 8;
 
  private:
   void check_widths(const std::vector<int32_t>& widths) const;
@@ -65,15 +79,29 @@ class Arena {
   // Largest capacity (elements) the budget allows with `rows` rows.
   int64_t capacity_limit(int64_t rows) const;
   void check_budget(int64_t used_elements, int64_t rows, const char* op) const;
-  // Full re-layout to `new_widths` (size num_rows()), packed from 0 in the
-  // current offset order; rows without storage yet go last, in id order.
-  // Appends one ordered step to `plan` and sets capacity to `capacity_after`.
-  void relayout(const std::vector<int32_t>& new_widths, int64_t capacity_after, Plan& plan);
+  // Full re-layout to `new_widths` (size num_rows(), summing to `new_used`),
+  // packed from 0 in the current offset order. Rows without storage yet take
+  // their id position when the live rows are in id order (the common case),
+  // else go last in id order. Appends one ordered step to `plan` and sets
+  // capacity to `capacity_after`.
+  void relayout(const std::vector<int32_t>& new_widths, int64_t new_used, int64_t capacity_after,
+                Plan& plan);
+  bool live_rows_in_id_order() const;
+  // relayout's step and new offsets: packs the rows row_at(0..count) in that
+  // order (every live row, in offset order, and the rows getting storage).
+  template <typename RowAt>
+  void sweep(RowAt row_at, int64_t count, const std::vector<int32_t>& new_widths, Step& step);
+  // The plan a layout operation fills: the last one recycled when unshared.
+  Plan& start_plan();
+  // An empty step, with the largest spare storage.
+  Step take_step(bool ordered);
   // Grows capacity (within the budget) so that the tail extent holds `need`.
   bool grow_tail(int64_t need, int64_t rows);
   void compact_if_fragmented(Plan& plan);
   void reserve_rows(size_t n);
 
+  std::shared_ptr<Plan> plan_;  // the last plan handed out
+  Step spare_;                   // storage of a recycled step, for the next take_step
   std::vector<int64_t> offsets_;
   std::vector<int32_t> widths_;
   FreeExtents free_;

@@ -50,8 +50,6 @@ py::array_t<T> view(const std::vector<T>& v, py::handle owner) {
   return py::array_t<T>({static_cast<py::ssize_t>(v.size())}, {sizeof(T)}, v.data(), owner);
 }
 
-std::shared_ptr<Plan> share(Plan&& p) { return std::make_shared<Plan>(std::move(p)); }
-
 }  // namespace
 
 void bind_arena(py::module_& m) {
@@ -72,6 +70,8 @@ void bind_arena(py::module_& m) {
       .def_readonly("ordered", &Step::ordered)
       .def("__len__", &Step::size);
 
+  // The arena recycles a plan's arrays once nothing holds it: every Step and
+  // step array keeps its Plan alive, so a view never outlives its storage.
   py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan", "Layout plan: capacity_after + ordered steps.")
       .def_readonly("capacity_after", &Plan::capacity_after)
       .def_property_readonly("steps", [](py::object self) {
@@ -85,18 +85,18 @@ void bind_arena(py::module_& m) {
       .def(py::init<int64_t, int64_t, int64_t, int64_t>(), py::arg("d_max"),
            py::arg("bytes_per_element"), py::arg("bytes_per_row"), py::arg("budget_bytes"))
       .def("append", [](Arena& a, const py::array& w) {
-        return share(a.append(read_ints<int32_t>(w, "widths")));
+        return a.append(read_ints<int32_t>(w, "widths"));
       })
       .def("resize", [](Arena& a, const py::array& ids, const py::array& w) {
-        return share(a.resize(read_ints<int64_t>(ids, "ids"), read_ints<int32_t>(w, "widths")));
+        return a.resize(read_ints<int64_t>(ids, "ids"), read_ints<int32_t>(w, "widths"));
       })
       .def("set_widths", [](Arena& a, const py::array& w) {
-        return share(a.set_widths(read_ints<int32_t>(w, "widths")));
+        return a.set_widths(read_ints<int32_t>(w, "widths"));
       })
       .def("release", [](Arena& a, const py::array& ids) {
-        return share(a.release(read_ints<int64_t>(ids, "ids")));
+        return a.release(read_ints<int64_t>(ids, "ids"));
       })
-      .def("compact", [](Arena& a) { return share(a.compact()); })
+      .def("compact", &Arena::compact)
       .def("set_budget", &Arena::set_budget, py::arg("budget_bytes"))
       .def("validate", &Arena::validate)
       .def("stats", [](const Arena& a) {
@@ -114,6 +114,7 @@ void bind_arena(py::module_& m) {
         d["bytes_per_row"] = s.bytes_per_row;
         d["metadata_bytes"] = s.metadata_bytes;
         d["free_extents"] = s.free_extents;
+        d["scratch_bytes"] = s.scratch_bytes;
         return d;
       })
       .def_property_readonly("offsets", [](py::object self) {

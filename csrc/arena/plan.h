@@ -2,6 +2,7 @@
 // metadata. The arena never touches data; apply_plan_cpu (or the CUDA path)
 // replays the plan on every flat buffer that shares the weight's layout.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -20,13 +21,34 @@ namespace pyscall {
 struct Step {
   std::vector<int64_t> src, dst, copy, total;
   bool ordered = false;
+  // Ends of what the moves read and write (elements), kept by push() so that
+  // a replay checks its buffers without a pass over the arrays.
+  int64_t read_end = 0, write_end = 0;
 
   size_t size() const { return src.size(); }
+  size_t capacity() const { return src.capacity(); }
+  // Empties the step but keeps its storage for the next plan.
+  void clear() {
+    src.clear();
+    dst.clear();
+    copy.clear();
+    total.clear();
+    ordered = false;
+    read_end = write_end = 0;
+  }
+  void reserve(size_t n) {
+    src.reserve(n);
+    dst.reserve(n);
+    copy.reserve(n);
+    total.reserve(n);
+  }
   void push(int64_t s, int64_t d, int64_t c, int64_t t) {
     src.push_back(s);
     dst.push_back(d);
     copy.push_back(c);
     total.push_back(t);
+    if (c > 0) read_end = std::max(read_end, s + c);
+    write_end = std::max(write_end, d + t);
   }
 };
 
