@@ -170,14 +170,15 @@ bool Arena::live_rows_in_id_order() const {
 template <typename RowAt>
 void Arena::sweep(RowAt row_at, int64_t count, const std::vector<int32_t>& new_widths,
                   Step& step) {
-  step.reserve(static_cast<size_t>(count));
+  step.resize(static_cast<size_t>(count));  // at most one move per row
+  size_t m = 0;
   // The left-mover before a run of right-movers is held back until the run
   // is emitted.
   int64_t pos = 0;
   bool held = false, newborn = false;
   int64_t h_src = 0, h_dst = 0, h_copy = 0, h_total = 0;
   auto flush = [&] {
-    if (held) step.push(h_src, h_dst, h_copy, h_total);
+    if (held) step.set(m++, h_src, h_dst, h_copy, h_total);
     held = false;
   };
   for (int64_t k = 0; k < count;) {
@@ -205,7 +206,7 @@ void Arena::sweep(RowAt row_at, int64_t count, const std::vector<int32_t>& new_w
       for (int64_t j = end, p = end_pos; j-- > k;) {
         const int64_t r = row_at(j), w = new_widths[r], w_was = widths_[r];
         p -= w;
-        if (w_was > 0 && w > 0) step.push(offsets_[r], p, std::min(w_was, w), w);
+        if (w_was > 0 && w > 0) step.set(m++, offsets_[r], p, std::min(w_was, w), w);
         else newborn = newborn || w > 0;
         offsets_[r] = w > 0 ? p : 0;
       }
@@ -219,8 +220,9 @@ void Arena::sweep(RowAt row_at, int64_t count, const std::vector<int32_t>& new_w
     for (int64_t k = 0; k < count; ++k) {
       const int64_t id = row_at(k);
       if (widths_[id] == 0 && new_widths[id] > 0)
-        step.push(offsets_[id], offsets_[id], 0, new_widths[id]);
+        step.set(m++, offsets_[id], offsets_[id], 0, new_widths[id]);
     }
+  step.resize(m);
 }
 
 Arena::PlanPtr Arena::append(const std::vector<int32_t>& widths) {

@@ -45,8 +45,9 @@ std::vector<Out> read_ints(const py::array& a, const char* what) {
   return out;
 }
 
-template <typename T>
-py::array_t<T> view(const std::vector<T>& v, py::handle owner) {
+template <typename V>
+py::array_t<typename V::value_type> view(const V& v, py::handle owner) {
+  using T = typename V::value_type;
   return py::array_t<T>({static_cast<py::ssize_t>(v.size())}, {sizeof(T)}, v.data(), owner);
 }
 

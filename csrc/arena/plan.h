@@ -4,6 +4,9 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <utility>
 #include <vector>
 
 namespace pyscall {
@@ -18,8 +21,31 @@ namespace pyscall {
 //    overwrote); it lists every live row with its full new extent (rows with
 //    src == dst included), so it is also correct out of place (read the old
 //    buffer, write a fresh one). Destinations are pairwise disjoint.
+// An allocator whose resize() leaves new elements uninitialised: a
+// re-layout sizes its step once and fills it, and zeroing 32 MB first would
+// cost a whole extra pass.
+template <typename T>
+struct NoInit : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = NoInit<U>;
+  };
+  NoInit() = default;
+  template <typename U>
+  NoInit(const NoInit<U>&) {}
+  template <typename U>
+  void construct(U* p) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+using Ints = std::vector<int64_t, NoInit<int64_t>>;
+
 struct Step {
-  std::vector<int64_t> src, dst, copy, total;
+  Ints src, dst, copy, total;
   bool ordered = false;
   // Ends of what the moves read and write (elements), kept by push() so that
   // a replay checks its buffers without a pass over the arrays.
@@ -41,6 +67,21 @@ struct Step {
     dst.reserve(n);
     copy.reserve(n);
     total.reserve(n);
+  }
+  // Sizes the arrays for set(); their new entries are undefined until set.
+  void resize(size_t n) {
+    src.resize(n);
+    dst.resize(n);
+    copy.resize(n);
+    total.resize(n);
+  }
+  void set(size_t k, int64_t s, int64_t d, int64_t c, int64_t t) {
+    src[k] = s;
+    dst[k] = d;
+    copy[k] = c;
+    total[k] = t;
+    if (c > 0) read_end = std::max(read_end, s + c);
+    write_end = std::max(write_end, d + t);
   }
   void push(int64_t s, int64_t d, int64_t c, int64_t t) {
     src.push_back(s);
