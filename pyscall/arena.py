@@ -203,7 +203,8 @@ class RaggedArena:
         self._apply(self._arena.resize(ids, widths), companions)
 
     def set_widths(self, widths, companions: Sequence[torch.Tensor] = ()) -> None:
-        """Every row at once (``num_rows`` widths); capacity is trimmed to the total width."""
+        """Every row at once (``num_rows`` widths). Capacity becomes the total width when that grows
+        it or frees more than 1/8 of it; otherwise it is kept (``compact()`` trims exactly)."""
         widths = _int_array(widths, "widths")
         companions = self._check_companions(companions)
         self._apply(self._arena.set_widths(widths), companions)
