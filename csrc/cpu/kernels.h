@@ -1,4 +1,4 @@
-// The four CPU kernels of the ops contract (docs: /work/specs/ops_contract.md), for T = float, double.
+// The four CPU kernels of the ops contract (kernels/CONTRACT.md, shared with the Triton kernels), for T = float, double.
 #pragma once
 #include <cstdint>
 
