@@ -523,7 +523,12 @@ def check_modules(seed):
                 emb.set_widths(new_widths)
                 bag.resize(torch.arange(0, 5000, 7), 64)
             elif step == 1:
-                emb.append(torch.tensor([64, 3], dtype=torch.int32))
+                new_ids = emb.append(torch.tensor([64, 3], dtype=torch.int32))
+                # New rows draw from each device's own generator: give both tables the same values.
+                a = emb._arena
+                for r in new_ids.tolist():
+                    off, w = int(a.offsets[r]), int(a.widths[r])
+                    a.weight.data[off:off + w] = torch.linspace(-1, 1, w, dtype=torch.float64)
                 emb.resize(torch.tensor([0, 1, 2]), torch.tensor([64, 0, 5], dtype=torch.int32))
                 bag.compact()
         tables[len(tables)] = (emb, bag)
