@@ -266,9 +266,9 @@ class Embedding(RaggedTable):
         ids = self._ids(input)
         offsets, widths = self._kernel_args()
         states, row_states, step, hparams, optimizer = self._optimizer_buffers()
-        out = ops.embedding_lookup(self.weight, offsets, widths, ids, self.embedding_dim,
-                                   -1 if self.padding_idx is None else self.padding_idx,
-                                   states, row_states, step, hparams, optimizer)
+        out = ops.lookup(self.weight, offsets, widths, ids, self.embedding_dim,
+                         -1 if self.padding_idx is None else self.padding_idx,
+                         states, row_states, step, hparams, optimizer)
         return out.view(*input.shape, self.embedding_dim)
 
 
@@ -317,11 +317,9 @@ class EmbeddingBag(RaggedTable):
             per_sample_weights = per_sample_weights.reshape(-1)
         table_offsets, widths = self._kernel_args()
         states, row_states, step, hparams, optimizer = self._optimizer_buffers()
-        out, _ = ops.bag_lookup(self.weight, table_offsets, widths, ids, bag_offsets.contiguous(), self.mode,
-                                per_sample_weights, self.embedding_dim,
-                                -1 if self.padding_idx is None else self.padding_idx,
-                                states, row_states, step, hparams, optimizer)
-        return out
+        return ops.bag(self.weight, table_offsets, widths, ids, bag_offsets.contiguous(), self.mode,
+                       per_sample_weights, self.embedding_dim, -1 if self.padding_idx is None else self.padding_idx,
+                       states, row_states, step, hparams, optimizer)
 
 
 def _check_optimizer_alignment(optimizer, args, kwargs):

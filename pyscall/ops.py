@@ -1,8 +1,11 @@
 """The pyscall operators, registered with torch.library so that torch.compile traces through them.
 
-Every lookup of a ragged table happens here: `embedding_lookup` (padded rows) and `bag_lookup`
-(pooled bags) run forward; their backward either produces the gradient of the flat weight buffer
-(drop-in mode, `optimizer == ""`) or applies the fused optimizer to the touched rows in place.
+Every lookup of a ragged table happens here: `lookup` (padded rows) and `bag` (pooled bags) run
+forward; their backward either produces the gradient of the flat weight buffer (drop-in mode,
+`optimizer == ""`) or applies the fused optimizer to the touched rows in place. Under torch.compile
+they are the custom ops `pyscall::embedding_lookup` / `pyscall::bag_lookup`; eager calls run the same
+bodies and backward formulas through a torch.autograd.Function, because the custom-op autograd
+wrapper costs about 0.4 ms a call in Python, more than the kernels themselves at batch 4096.
 Kernels come from `pyscall.backend_cpu` (C++ `_C`) for CPU tensors and from `pyscall.kernels`
 (Triton) for CUDA tensors, or for CPU tensors too when PYSCALL_BACKEND=triton (with
 TRITON_INTERPRET=1 set before import, for testing the Triton code without a GPU).
@@ -97,13 +100,15 @@ def _optimizer_args(hparams: Tensor, step: Tensor, optimizer: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Padded lookup: ids [N] -> [N, d_max]
 # ---------------------------------------------------------------------------------------------
-@torch.library.custom_op("pyscall::embedding_lookup", mutates_args=())
-def embedding_lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: int,
-                     padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor,
-                     hparams: Tensor, optimizer: str) -> Tensor:
+def _lookup_forward(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: int,
+                    padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor,
+                    hparams: Tensor, optimizer: str) -> Tensor:
     # states/row_states/step/hparams/optimizer ride along only for the backward (the fused update).
     check_ids(ids, offsets.shape[0])
     return backend(weight.device).lookup(weight, offsets, widths, ids, d_max)
+
+
+embedding_lookup = torch.library.custom_op("pyscall::embedding_lookup", mutates_args=())(_lookup_forward)
 
 
 @embedding_lookup.register_fake
@@ -117,17 +122,20 @@ def _lookup_setup(ctx, inputs, output):
     ctx.save_for_backward(weight, offsets, widths, ids, step, hparams, *states, *row_states)
 
 
-def _lookup_backward(ctx, grad):
+def _lookup_grad_weight(ctx, grad, backward_ops):
+    """Gradient of the flat weight (drop-in mode), or None after applying the fused update."""
+    fused, flat, _ = backward_ops
     weight, offsets, widths, ids, step, hparams, *bufs = ctx.saved_tensors
     states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
-    grad_weight = None
     if ctx.optimizer:
-        torch.ops.pyscall.fused_backward(weight.detach(), states, row_states, step, hparams, ctx.optimizer,
-                                         grad.contiguous(), ids, None, offsets, widths, "", None, None,
-                                         ctx.padding_idx)
-    else:
-        grad_weight = torch.ops.pyscall.flat_backward(weight, grad.contiguous(), ids, None, offsets, widths,
-                                                      "", None, None, ctx.padding_idx)
+        fused(weight.detach(), states, row_states, step, hparams, ctx.optimizer, grad.contiguous(), ids, None,
+              offsets, widths, "", None, None, ctx.padding_idx)
+        return None
+    return flat(weight, grad.contiguous(), ids, None, offsets, widths, "", None, None, ctx.padding_idx)
+
+
+def _lookup_backward(ctx, grad):
+    grad_weight = _lookup_grad_weight(ctx, grad, _custom_backward_ops())
     return (grad_weight,) + (None,) * 5 + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3
 
 
@@ -137,11 +145,10 @@ embedding_lookup.register_autograd(_lookup_backward, setup_context=_lookup_setup
 # ---------------------------------------------------------------------------------------------
 # Pooled lookup: bags by offsets [B+1] -> [B, d_max]
 # ---------------------------------------------------------------------------------------------
-@torch.library.custom_op("pyscall::bag_lookup", mutates_args=())
-def bag_lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offsets: Tensor,
-               mode: str, per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int,
-               states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
-               optimizer: str) -> tuple[Tensor, Tensor]:
+def _bag_forward(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offsets: Tensor,
+                 mode: str, per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int,
+                 states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
+                 optimizer: str) -> tuple[Tensor, Tensor]:
     check_bag_offsets(bag_offsets, ids.numel())
     ids_k, offs_k, kept = _drop_padding(ids, bag_offsets, padding_idx)
     check_ids(ids_k, offsets.shape[0])
@@ -151,6 +158,9 @@ def bag_lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag
         psw = (psw if kept is None else psw[kept]).contiguous()
     out, argmax = backend(weight.device).pooled(weight, offsets, widths, ids_k, offs_k, mode, psw, d_max)
     return out, (argmax if argmax is not None else ids.new_empty((0,)))
+
+
+bag_lookup = torch.library.custom_op("pyscall::bag_lookup", mutates_args=())(_bag_forward)
 
 
 @bag_lookup.register_fake
@@ -170,7 +180,9 @@ def _bag_setup(ctx, inputs, output):
                           psw if psw is not None else ids.new_empty((0,)), *states, *row_states)
 
 
-def _bag_backward(ctx, grad, _grad_argmax):
+def _bag_grads(ctx, grad, backward_ops):
+    """(gradient of the flat weight or None, gradient of per_sample_weights or None)."""
+    fused, flat, psw_grad = backward_ops
     weight, offsets, widths, ids, bag_offsets, argmax, step, hparams, psw, *bufs = ctx.saved_tensors
     states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
     psw = psw if ctx.has_psw else None
@@ -178,15 +190,17 @@ def _bag_backward(ctx, grad, _grad_argmax):
     grad = grad.contiguous()
     grad_weight = grad_psw = None
     if ctx.optimizer:
-        torch.ops.pyscall.fused_backward(weight.detach(), states, row_states, step, hparams, ctx.optimizer,
-                                         grad, ids, bag_offsets, offsets, widths, ctx.mode, psw, argmax,
-                                         ctx.padding_idx)
+        fused(weight.detach(), states, row_states, step, hparams, ctx.optimizer, grad, ids, bag_offsets, offsets,
+              widths, ctx.mode, psw, argmax, ctx.padding_idx)
     elif ctx.needs_input_grad[0]:
-        grad_weight = torch.ops.pyscall.flat_backward(weight, grad, ids, bag_offsets, offsets, widths,
-                                                      ctx.mode, psw, argmax, ctx.padding_idx)
+        grad_weight = flat(weight, grad, ids, bag_offsets, offsets, widths, ctx.mode, psw, argmax, ctx.padding_idx)
     if ctx.has_psw and ctx.needs_input_grad[6]:
-        grad_psw = torch.ops.pyscall.per_sample_weights_grad(weight, offsets, widths, ids, bag_offsets, grad,
-                                                             ctx.d_max, ctx.padding_idx)
+        grad_psw = psw_grad(weight, offsets, widths, ids, bag_offsets, grad, ctx.d_max, ctx.padding_idx)
+    return grad_weight, grad_psw
+
+
+def _bag_backward(ctx, grad, _grad_argmax):
+    grad_weight, grad_psw = _bag_grads(ctx, grad, _custom_backward_ops())
     return ((grad_weight, None, None, None, None, None, grad_psw) + (None,) * 2
             + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3)
 
@@ -208,8 +222,7 @@ def _gradient_rows(ids, bag_offsets, mode, psw, padding_idx):
     return ids, None, None
 
 
-@torch.library.custom_op("pyscall::flat_backward", mutates_args=())
-def flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
+def _flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
                   widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
                   padding_idx: int) -> Tensor:
     ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
@@ -219,14 +232,15 @@ def flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Option
                                             weight.numel())
 
 
+flat_backward = torch.library.custom_op("pyscall::flat_backward", mutates_args=())(_flat_backward)
+
+
 @flat_backward.register_fake
 def _(weight, grad, ids, bag_offsets, offsets, widths, pool_mode, per_sample_weights, argmax, padding_idx):
     return torch.empty_like(weight)
 
 
-@torch.library.custom_op("pyscall::fused_backward",
-                         mutates_args=("weight", "states", "row_states", "step"))
-def fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tensor], step: Tensor,
+def _fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tensor], step: Tensor,
                    hparams: Tensor, optimizer: str, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor],
                    offsets: Tensor, widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor],
                    argmax: Optional[Tensor], padding_idx: int) -> None:
@@ -239,14 +253,17 @@ def fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tensor
                                         **_optimizer_args(hparams, step, optimizer))
 
 
+fused_backward = torch.library.custom_op("pyscall::fused_backward",
+                                         mutates_args=("weight", "states", "row_states", "step"))(_fused_backward)
+
+
 @fused_backward.register_fake
 def _(weight, states, row_states, step, hparams, optimizer, grad, ids, bag_offsets, offsets, widths, pool_mode,
       per_sample_weights, argmax, padding_idx):
     return None
 
 
-@torch.library.custom_op("pyscall::per_sample_weights_grad", mutates_args=())
-def per_sample_weights_grad(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor,
+def _per_sample_weights_grad(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor,
                             bag_offsets: Tensor, grad: Tensor, d_max: int, padding_idx: int) -> Tensor:
     # d out[b] / d w[k] = row(ids[k]) . grad[b]; padding entries and ids past offsets[-1] get 0.
     n = int(bag_offsets[-1])
@@ -258,6 +275,70 @@ def per_sample_weights_grad(weight: Tensor, offsets: Tensor, widths: Tensor, ids
     return result
 
 
+per_sample_weights_grad = torch.library.custom_op("pyscall::per_sample_weights_grad",
+                                                  mutates_args=())(_per_sample_weights_grad)
+
+
 @per_sample_weights_grad.register_fake
 def _(weight, offsets, widths, ids, bag_offsets, grad, d_max, padding_idx):
     return grad.new_empty((ids.shape[0],))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points: the custom ops under torch.compile, an autograd.Function over the same bodies in eager
+# ---------------------------------------------------------------------------------------------
+def _custom_backward_ops():
+    return torch.ops.pyscall.fused_backward, torch.ops.pyscall.flat_backward, torch.ops.pyscall.per_sample_weights_grad
+
+
+def _fused_backward_eager(weight, states, row_states, step, *args):
+    _fused_backward(weight, states, row_states, step, *args)
+    # As the custom op's mutation does: a saved copy of these tensors is now stale, and autograd must see it.
+    torch.autograd.graph.increment_version([weight, *states, *row_states, step])
+
+
+_EAGER_BACKWARD_OPS = (_fused_backward_eager, _flat_backward, _per_sample_weights_grad)
+
+
+class _EagerLookup(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *inputs):
+        out = _lookup_forward(*inputs)
+        _lookup_setup(ctx, inputs, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (_lookup_grad_weight(ctx, grad, _EAGER_BACKWARD_OPS),) + (None,) * 10
+
+
+class _EagerBag(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *inputs):
+        out, argmax = _bag_forward(*inputs)
+        ctx.mark_non_differentiable(argmax)
+        _bag_setup(ctx, inputs, (out, argmax))
+        return out, argmax
+
+    @staticmethod
+    def backward(ctx, grad, _grad_argmax):
+        grad_weight, grad_psw = _bag_grads(ctx, grad, _EAGER_BACKWARD_OPS)
+        return (grad_weight,) + (None,) * 5 + (grad_psw,) + (None,) * 7
+
+
+def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: int, padding_idx: int,
+           states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
+           optimizer: str) -> Tensor:
+    """Padded lookup ids [N] -> [N, d_max] with its backward (flat gradient or fused update)."""
+    args = (weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer)
+    return embedding_lookup(*args) if torch.compiler.is_compiling() else _EagerLookup.apply(*args)
+
+
+def bag(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offsets: Tensor, mode: str,
+        per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int, states: list[Tensor],
+        row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str) -> Tensor:
+    """Pooled lookup over bags [B+1] -> [B, d_max] with its backward."""
+    args = (weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx, states,
+            row_states, step, hparams, optimizer)
+    out, _ = bag_lookup(*args) if torch.compiler.is_compiling() else _EagerBag.apply(*args)
+    return out

@@ -140,3 +140,13 @@ def test_torch_compile_fullgraph_matches_eager(optimizer):
         results.append((torch.stack(outs), model.users.to_dense(), model.items.to_dense()))
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_backward_marks_the_table_modified_in_eager_mode():
+    # Eager calls skip the custom op's dispatch but must keep its mutation semantics: a graph that saved the
+    # table before a fused update must not backpropagate through stale rows.
+    emb = pyscall.Embedding(N, D, optimizer="sgd", lr=0.1)
+    ids = torch.arange(4)
+    first, second = emb(ids), emb(ids)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (first.sum() + second.sum()).backward()
