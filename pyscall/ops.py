@@ -331,7 +331,11 @@ def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: 
            optimizer: str) -> Tensor:
     """Padded lookup ids [N] -> [N, d_max] with its backward (flat gradient or fused update)."""
     args = (weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer)
-    return embedding_lookup(*args) if torch.compiler.is_compiling() else _EagerLookup.apply(*args)
+    if torch.compiler.is_compiling():
+        return embedding_lookup(*args)
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return _EagerLookup.apply(*args)
+    return _lookup_forward(*args)  # inference: no graph to record
 
 
 def bag(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offsets: Tensor, mode: str,
@@ -340,5 +344,9 @@ def bag(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offset
     """Pooled lookup over bags [B+1] -> [B, d_max] with its backward."""
     args = (weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx, states,
             row_states, step, hparams, optimizer)
-    out, _ = bag_lookup(*args) if torch.compiler.is_compiling() else _EagerBag.apply(*args)
-    return out
+    if torch.compiler.is_compiling():
+        return bag_lookup(*args)[0]
+    psw_grad = per_sample_weights is not None and per_sample_weights.requires_grad
+    if torch.is_grad_enabled() and (weight.requires_grad or psw_grad):
+        return _EagerBag.apply(*args)[0]
+    return _bag_forward(*args)[0]  # inference: no graph to record

@@ -150,3 +150,18 @@ def test_fused_backward_marks_the_table_modified_in_eager_mode():
     first, second = emb(ids), emb(ids)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         (first.sum() + second.sum()).backward()
+
+
+@pytest.mark.parametrize("optimizer", [None, "adam"])
+def test_inference_path_equals_the_training_path(optimizer):
+    # Without autograd the modules call the forward bodies directly (no graph): same values, no grad_fn.
+    emb = pyscall.Embedding(N, D, widths=_widths(8), optimizer=optimizer)
+    bag = pyscall.EmbeddingBag(N, D, mode="sum", widths=_widths(9), optimizer=optimizer)
+    ids, offsets = torch.randint(0, N, (12,)), torch.tensor([0, 3, 3, 7])
+    psw = torch.rand(12)
+    trained = (emb(ids), bag(ids, offsets), bag(ids, offsets, per_sample_weights=psw))
+    with torch.no_grad():
+        inferred = (emb(ids), bag(ids, offsets), bag(ids, offsets, per_sample_weights=psw))
+    for t, i in zip(trained, inferred):
+        assert t.grad_fn is not None and i.grad_fn is None
+        torch.testing.assert_close(i, t, rtol=0, atol=0)
