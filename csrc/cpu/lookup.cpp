@@ -21,8 +21,11 @@ void lookup(const Table<T>& t, const int64_t* ids, int64_t n, T* out, int thread
     }
     const int64_t w = t.wid[i];
     T* dst = out + k * d;
-    std::copy_n(t.w + t.off[i], w, dst);
-    std::fill(dst + w, dst + d, T(0));
+    const T* src = t.w + t.off[i];
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) dst[j] = src[j];
+#pragma omp simd
+    for (int64_t j = w; j < d; ++j) dst[j] = T(0);
   }
   if (bad) check_rows(t, ids, n);  // throws the error for the first bad id
 }
