@@ -25,28 +25,34 @@ constexpr size_t kParallelMoves = 4096;
 // Moves a row: nc bytes from s to d with memmove semantics (skipped when d == s), then zeroes
 // d[nc:nt].
 #if defined(__AVX512BW__)
-// Bytes [0, n - b) of a 64-byte chunk starting at b, as a mask (all 64 when n - b >= 64).
+// Bytes [b, n) of the 64-byte chunk at b, as a mask (empty when b >= n).
 inline __mmask64 chunk_mask(int64_t b, int64_t n) {
-  return _bzhi_u64(~0ULL, static_cast<unsigned>(std::min<int64_t>(n - b, 64)));
+  return _bzhi_u64(~0ULL, static_cast<unsigned>(std::clamp<int64_t>(n - b, 0, 64)));
 }
 
-// Row widths are random, so a size-class branch per row mispredicts often (set_widths ran 20%
-// slower with move_bytes); masked 64-byte chunks move any length in one loop. Each chunk is
-// loaded before it is stored, ascending when moving left and descending when moving right.
+inline void copy_chunk(char* d, const char* s, int64_t b, int64_t n) {
+  const __mmask64 m = chunk_mask(b, n);
+  _mm512_mask_storeu_epi8(d + b, m, _mm512_maskz_loadu_epi8(m, s + b));
+}
+
+// Row widths are random, so a branch on a row's size mispredicts often (set_widths ran 20% slower
+// with a size-class switch). Rows of up to 128 bytes, most of them, take two masked 64-byte chunks
+// unconditionally (an empty mask stores nothing); longer rows loop. Each chunk is loaded before it
+// is stored, ascending when moving left and descending when moving right.
 inline void move_row_bytes(char* d, const char* s, int64_t nc, int64_t nt) {
   if (d < s) {
-    for (int64_t b = 0; b < nc; b += 64) {
-      const __mmask64 m = chunk_mask(b, nc);
-      _mm512_mask_storeu_epi8(d + b, m, _mm512_maskz_loadu_epi8(m, s + b));
-    }
+    copy_chunk(d, s, 0, nc);
+    copy_chunk(d, s, 64, nc);
+    for (int64_t b = 128; b < nc; b += 64) copy_chunk(d, s, b, nc);
   } else if (d > s) {
-    for (int64_t b = (nc - 1) & ~int64_t(63); b >= 0; b -= 64) {
-      const __mmask64 m = chunk_mask(b, nc);
-      _mm512_mask_storeu_epi8(d + b, m, _mm512_maskz_loadu_epi8(m, s + b));
-    }
+    for (int64_t b = (nc - 1) & ~int64_t(63); b >= 128; b -= 64) copy_chunk(d, s, b, nc);
+    copy_chunk(d, s, 64, nc);
+    copy_chunk(d, s, 0, nc);
   }
   const __m512i zero = _mm512_setzero_si512();
-  for (int64_t b = nc; b < nt; b += 64) _mm512_mask_storeu_epi8(d + b, chunk_mask(b, nt), zero);
+  _mm512_mask_storeu_epi8(d + nc, chunk_mask(nc, nt), zero);
+  _mm512_mask_storeu_epi8(d + nc + 64, chunk_mask(nc + 64, nt), zero);
+  for (int64_t b = nc + 128; b < nt; b += 64) _mm512_mask_storeu_epi8(d + b, chunk_mask(b, nt), zero);
 }
 #else
 // Copies [s, s + n) to d for K <= n <= 2K as two K-byte halves, loading both
