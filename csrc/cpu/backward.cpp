@@ -98,6 +98,8 @@ void fused_update(const Table<T>& t, const int64_t* ids, int64_t n, const GradSo
   const T bc2_sqrt = static_cast<T>(std::sqrt(1.0 - std::pow(opt.beta2, double(opt.step))));
   bool simd = false;
   if constexpr (std::is_same_v<T, float>) simd = have_avx2_fma();
+  // Position k's gradient is grad row k itself (padded lookups without padding_idx).
+  const bool plain = !src.src_index && !src.scale && !src.argmax;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> g(t.d_max);
@@ -108,31 +110,36 @@ void fused_update(const Table<T>& t, const int64_t* ids, int64_t n, const GradSo
       const int64_t i = seg.row[u], w = t.wid[i];
       if (w == 0) continue;
       const int64_t o = t.off[i];
-      combine(src, t.d_max, seg.pos.data() + seg.start[u], seg.start[u + 1] - seg.start[u], w,
-              g.data());
       T* wr = t.w + o;
-      add_weight_decay(g.data(), wr, w, wd);
+      const int64_t first = seg.start[u], count = seg.start[u + 1] - first;
+      const T* gr;  // the row's combined gradient
+      if (count == 1 && plain && wd == T(0)) {
+        gr = src.grad + seg.pos[first] * t.d_max;  // most rows occur once: no copy
+      } else {
+        combine(src, t.d_max, seg.pos.data() + first, count, w, g.data());
+        add_weight_decay(g.data(), wr, w, wd);
+        gr = g.data();
+      }
       switch (opt.kind) {
-        case Optimizer::kSgd: sgd_row(wr, g.data(), w, lr); break;
+        case Optimizer::kSgd: sgd_row(wr, gr, w, lr); break;
         case Optimizer::kAdagrad:
           if constexpr (std::is_same_v<T, float>)
             if (simd) {
-              adagrad_row_avx2(wr, state0 + o, g.data(), w, lr, eps);
+              adagrad_row_avx2(wr, state0 + o, gr, w, lr, eps);
               break;
             }
-          adagrad_row(wr, state0 + o, g.data(), w, lr, eps);
+          adagrad_row(wr, state0 + o, gr, w, lr, eps);
           break;
         case Optimizer::kRowwiseAdagrad:
-          rowwise_adagrad_row(wr, row_state + i, g.data(), w, lr, eps);
+          rowwise_adagrad_row(wr, row_state + i, gr, w, lr, eps);
           break;
         case Optimizer::kAdam:
           if constexpr (std::is_same_v<T, float>)
             if (simd) {
-              adam_row_avx2(wr, state0 + o, state1 + o, g.data(), w, b1, b2, step_size, bc2_sqrt,
-                            eps);
+              adam_row_avx2(wr, state0 + o, state1 + o, gr, w, b1, b2, step_size, bc2_sqrt, eps);
               break;
             }
-          adam_row(wr, state0 + o, state1 + o, g.data(), w, b1, b2, step_size, bc2_sqrt, eps);
+          adam_row(wr, state0 + o, state1 + o, gr, w, b1, b2, step_size, bc2_sqrt, eps);
           break;
       }
     }

@@ -1,5 +1,5 @@
 // Fused per-row optimizer steps on a row's first w entries, with torch.optim's arithmetic
-// (L2 weight decay folded into g first). g is scratch and gets overwritten.
+// (L2 weight decay folded into g first, by add_weight_decay on a scratch copy).
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -29,6 +29,8 @@ Segments group_by_row(const int64_t* ids, int64_t n, int64_t num_rows) {
   }
   Segments s;
   s.pos.resize(n);
+  s.row.reserve(n);
+  s.start.reserve(n + 1);
   for (int64_t k = 0; k < n; ++k) {
     if (k == 0 || a[k].id != a[k - 1].id) {
       s.row.push_back(a[k].id);
