@@ -40,8 +40,14 @@ def check_table(offsets, widths, device, d_max):
     return offsets.numel()
 
 
-def check_ids(ids, device):
+def check_ids(ids, device, num_rows=None):
+    """Checks the ids tensor and, given num_rows, that every id lies in [0, num_rows) (IndexError as in
+    torch). Forward ops pass num_rows; backward ops take the ids their forward checked."""
     check_tensor("ids", ids, dtypes=(torch.int64,), device=device, ndim=1)
+    if num_rows is not None and ids.numel():
+        low, high = torch.aminmax(ids)
+        if int(low) < 0 or int(high) >= num_rows:
+            raise IndexError("index out of range in self")
     return ids.numel()
 
 

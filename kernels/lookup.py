@@ -25,7 +25,7 @@ def _lookup_kernel(weight_ptr, offsets_ptr, widths_ptr, ids_ptr, out_ptr, n, num
 def lookup(weight, offsets, widths, ids, d_max):
     device = check_weight(weight)
     num_rows = check_table(offsets, widths, device, d_max)
-    n = check_ids(ids, device)
+    n = check_ids(ids, device, num_rows)
     out = _common.empty((n, d_max), weight.dtype, device)
     if n == 0 or d_max == 0:
         return out

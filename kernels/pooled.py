@@ -57,7 +57,7 @@ def _pooled_kernel(weight_ptr, offsets_ptr, widths_ptr, ids_ptr, bag_ptr, psw_pt
 def pooled(weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max):
     device = check_weight(weight)
     num_rows = check_table(offsets, widths, device, d_max)
-    n = check_ids(ids, device)
+    n = check_ids(ids, device, num_rows)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     check_tensor("bag_offsets", bag_offsets, dtypes=(torch.int64,), device=device, ndim=1)

@@ -38,11 +38,6 @@ def backend(device: torch.device):
     return backend_cpu
 
 
-def check_ids(ids: Tensor, num_rows: int) -> None:
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_rows):
-        raise IndexError("index out of range in self")
-
-
 def check_bag_offsets(bag_offsets: Tensor, n: int) -> None:
     if bag_offsets.numel() == 0 or int(bag_offsets[0]) != 0:
         raise ValueError("offsets[0] must be 0 (the first bag starts at the first index)")
@@ -104,7 +99,7 @@ def _lookup_forward(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor
                     padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor,
                     hparams: Tensor, optimizer: str) -> Tensor:
     # states/row_states/step/hparams/optimizer ride along only for the backward (the fused update).
-    check_ids(ids, offsets.shape[0])
+    # The backend raises IndexError for an id out of range (kernels/CONTRACT.md).
     return backend(weight.device).lookup(weight, offsets, widths, ids, d_max)
 
 
@@ -151,7 +146,6 @@ def _bag_forward(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, b
                  optimizer: str) -> tuple[Tensor, Tensor]:
     check_bag_offsets(bag_offsets, ids.numel())
     ids_k, offs_k, kept = _drop_padding(ids, bag_offsets, padding_idx)
-    check_ids(ids_k, offsets.shape[0])
     psw = per_sample_weights
     if psw is not None:
         psw = psw[: int(bag_offsets[-1])]

@@ -330,13 +330,15 @@ def test_bad_input_raises_and_changes_nothing():
     assert torch.equal(weight, snapshot)
 
 
-def test_bad_ids_never_read_out_of_bounds():
-    """Ids are range-checked by the caller; if one slips through the kernel reads nothing for it."""
+def test_forward_ops_reject_ids_out_of_range():
+    """lookup and pooled check ids themselves (kernels/CONTRACT.md), as the C++ backend does."""
     gen = torch.Generator().manual_seed(2)
     weight, offsets, widths, _ = make_table(gen, 10, 6, torch.float32)
-    out = K.lookup(weight, offsets, widths, torch.tensor([2, 10, -1]), 6)
-    assert torch.equal(out[1:], torch.zeros(2, 6))
-    torch.testing.assert_close(out[0].double(), dense(weight, offsets, widths, 6)[2])
+    for bad in ([2, 10], [-1, 3]):
+        with pytest.raises(IndexError, match="index out of range in self"):
+            K.lookup(weight, offsets, widths, torch.tensor(bad), 6)
+        with pytest.raises(IndexError, match="index out of range in self"):
+            K.pooled(weight, offsets, widths, torch.tensor(bad), torch.tensor([0, 2]), "sum", None, 6)
 
 
 # ---------------------------------------------------------------- against the CPU backend
