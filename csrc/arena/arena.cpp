@@ -136,7 +136,8 @@ void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t new_used,
                      int64_t capacity_after, Plan& plan) {
   const int64_t n = num_rows();
   Step step = take_step(true);
-  if (live_rows_in_id_order()) {
+  const bool id_order = id_order_ || live_rows_in_id_order();
+  if (id_order) {
     sweep([](int64_t k) { return k; }, n, new_widths, step);
   } else {
     std::vector<int64_t> order;
@@ -150,6 +151,7 @@ void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t new_used,
           step);
   }
   if (&new_widths != &widths_) std::copy(new_widths.begin(), new_widths.end(), widths_.begin());
+  id_order_ = id_order;  // a sweep in offset order packs rows in that order
   used_ = new_used;
   capacity_ = capacity_after;
   free_.clear();
@@ -257,6 +259,7 @@ Arena::PlanPtr Arena::append(const std::vector<int32_t>& widths) {
       pos += w;
     }
     used_ += total;
+    if (total > 0) id_order_ = false;  // placed at a free extent, maybe below older rows
     if (fill.size() > 0) plan.steps.push_back(std::move(fill));
     else spare_ = std::move(fill);
   } else {
@@ -393,6 +396,7 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
     }
     step.push(old > 0 ? off : dst, dst, old, w);
     if (!in_place && old > 0) deferred.emplace_back(off, old);
+    if (dst != off) id_order_ = false;
     offsets_[id] = dst;
     widths_[id] = w;
     used_ += w - old;

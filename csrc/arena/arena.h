@@ -104,6 +104,9 @@ class Arena {
   Step spare_;                   // storage of a recycled step, for the next take_step
   std::vector<int64_t> offsets_;
   std::vector<int32_t> widths_;
+  // True only while live rows are known to lie in id order (a re-layout then skips the pass
+  // that checks it); false means unknown.
+  bool id_order_ = true;
   FreeExtents free_;
   int64_t capacity_ = 0, used_ = 0;
   int64_t d_max_, bytes_per_element_, bytes_per_row_, budget_bytes_;
