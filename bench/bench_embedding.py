@@ -3,9 +3,12 @@
     python bench/bench_embedding.py                  # 1,000,000 rows, batch 4,096, 1 and 2 threads
     python bench/bench_embedding.py --rows 100000 --repeat 5   # quicker
 
-Every speed figure is a ratio against a baseline timed in the same process: torch.nn.Embedding
-(sparse=True) with SparseAdam / SGD for training steps, torch.index_select into a preallocated
-output for lookups, and a plain tensor copy for the memory bandwidth. Bandwidth counts bytes read
+Every speed figure is a ratio against a baseline timed in the same process, the two called in turn
+within each repetition: torch.nn.Embedding (sparse=True) with SparseAdam / SGD for training steps,
+torch.index_select into a preallocated output for lookups, and a plain tensor copy for the memory
+bandwidth. A training step is forward, the loss (out * grad).sum(), and backward (plus
+optimizer.step() for torch); "loss alone" times that loss and its backward on a leaf of the same
+shape, the part of every step that no embedding can speed up. Bandwidth counts bytes read
 plus bytes written (a copy of S bytes moves 2*S). Memory is measured bytes (memory_stats() for
 pyscall, tensor sizes for torch). Results go to stdout and, with --out, to a Markdown file.
 """
@@ -23,22 +26,25 @@ import pyscall
 from pyscall.scall import power_law_sizes
 
 
-def timed(fn, repeat: int, warmup: int = 3) -> float:
-    """Median wall time of fn() in seconds."""
+def timed(*fns, repeat: int, warmup: int = 3) -> list[float]:
+    """Median wall time in seconds of each fn, called in turn within each repetition, so that a
+    slow spell of this shared machine hits the baseline and pyscall alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def copy_bandwidth(repeat: int) -> float:
     src = torch.randn(64 * 2**20)  # 256 MiB
     dst = torch.empty_like(src)
-    seconds = timed(lambda: dst.copy_(src), repeat)
+    seconds, = timed(lambda: dst.copy_(src), repeat=repeat)
     return 2 * src.numel() * 4 / seconds
 
 
@@ -77,32 +83,34 @@ def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float) -> l
     for label, d_max, widths in [("all widths 64", 64, None),
                                  ("power law mean 16, d_max 256", 256, power_law_widths(rows, 16, 256))]:
         grad = torch.randn(batch, d_max)
+        # The loss both steps share, (out * grad).sum() and its backward: no step beats it.
+        leaf = torch.randn(batch, d_max, requires_grad=True)
         for optimizer in ("adam", "sgd"):
             base_fn, base_bytes = torch_step(d_max, rows, optimizer, ids, grad)
-            base = timed(base_fn, repeat)
             ours_fn, ours_bytes = pyscall_step(d_max, rows, optimizer, ids, grad, widths)
-            ours = timed(ours_fn, repeat)
+            base, ours, loss = timed(base_fn, ours_fn, lambda: (leaf * grad).sum().backward(),
+                                     repeat=repeat)
             results.append(dict(what=f"train step {optimizer}, {label}", threads=threads,
                                 baseline=f"nn.Embedding(sparse) + {'SparseAdam' if optimizer == 'adam' else 'SGD'}",
                                 base_ms=base * 1e3, ours_ms=ours * 1e3, speedup=base / ours,
                                 memory=f"{ours_bytes / 2**20:.0f} MiB vs {base_bytes / 2**20:.0f} MiB "
-                                       f"({ours_bytes / base_bytes:.3f}x)"))
+                                       f"({ours_bytes / base_bytes:.3f}x); loss alone {loss * 1e3:.3f} ms"))
+            del base_fn, ours_fn
 
     # Lookups: bytes per second against index_select into a preallocated output at the same d_max.
     for label, d_max, widths in [("all widths 64", 64, None), ("all widths 256", 256, None),
                                  ("power law mean 16, d_max 256", 256, power_law_widths(rows, 16, 256))]:
         dense = torch.randn(rows, d_max)
         out = torch.empty(batch, d_max)
-        base = timed(lambda: torch.index_select(dense, 0, ids, out=out), repeat)
-        base_bw = 2 * batch * d_max * 4 / base
-        del dense
         emb = pyscall.Embedding(rows, d_max, widths=widths)
         bag = pyscall.EmbeddingBag(rows, d_max, widths=widths, mode="sum")
         read = int(emb.widths[ids].sum()) * 4
+        bag_offsets = torch.arange(0, batch, 8)
         with torch.no_grad():
-            padded = timed(lambda: emb(ids), repeat)
-            bag_offsets = torch.arange(0, batch, 8)
-            pooled = timed(lambda: bag(ids, bag_offsets), repeat)
+            base, padded, pooled = timed(lambda: torch.index_select(dense, 0, ids, out=out), lambda: emb(ids),
+                                         lambda: bag(ids, bag_offsets), repeat=repeat)
+        base_bw = 2 * batch * d_max * 4 / base
+        del dense
         for kind, seconds, written in [("padded lookup", padded, batch * d_max * 4),
                                        ("pooled lookup (sum, bags of 8)", pooled, batch // 8 * d_max * 4)]:
             bw = (read + written) / seconds
@@ -131,10 +139,9 @@ def fbgemm_rows(rows: int, ids, repeat: int, threads: int) -> list[dict]:
         tbe = SplitTableBatchedEmbeddingBagsCodegen([(rows, d, EmbeddingLocation.HOST, ComputeDevice.CPU)],
                                                     optimizer=fb_opt, learning_rate=0.01,
                                                     pooling_mode=PoolingMode.SUM)
-        base = timed(lambda: (tbe(ids, bag_offsets) * grad).sum().backward(), repeat)
-        del tbe
         ours_fn, _ = pyscall_step(d, rows, ours_name, ids, grad)
-        ours = timed(ours_fn, repeat)
+        base, ours = timed(lambda: (tbe(ids, bag_offsets) * grad).sum().backward(), ours_fn, repeat=repeat)
+        del tbe, ours_fn
         results.append(dict(what=f"train step {ours_name}, all widths 64", threads=threads,
                             baseline=f"FBGEMM CPU TBE {fb_opt.name}", base_ms=base * 1e3, ours_ms=ours * 1e3,
                             speedup=base / ours, memory=""))
