@@ -4,13 +4,14 @@
     python bench/bench_embedding.py --rows 100000 --repeat 5   # quicker
 
 Every speed figure is a ratio against a baseline timed in the same process, the two called in turn
-within each repetition: torch.nn.Embedding (sparse=True) with SparseAdam / SGD for training steps,
-torch.index_select into a preallocated output for lookups, and a plain tensor copy for the memory
-bandwidth. A training step is forward, the loss (out * grad).sum(), and backward (plus
-optimizer.step() for torch); "loss alone" times that loss and its backward on a leaf of the same
-shape, the part of every step that no embedding can speed up. Bandwidth counts bytes read
-plus bytes written (a copy of S bytes moves 2*S). Memory is measured bytes (memory_stats() for
-pyscall, tensor sizes for torch). Results go to stdout and, with --out, to a Markdown file.
+within each repetition, over a pool of 8 random batches taken in turn (so rows are not all in
+cache): torch.nn.Embedding(sparse=True) with SparseAdam / SGD for training steps, torch.index_select
+into a preallocated output for lookups, and a plain tensor copy for the memory bandwidth. A training
+step is forward, the loss (out * grad).sum(), and backward (plus optimizer.step() for torch); "loss
+alone" times that loss and its backward on a leaf of the same shape, the part of every step that no
+embedding can speed up. Bandwidth counts bytes read plus bytes written (a copy of S bytes moves
+2*S). Memory is measured bytes (memory_stats() for pyscall, tensor sizes for torch). Results go to
+stdout and, with --out, to a Markdown file.
 """
 from __future__ import annotations
 
@@ -53,30 +54,43 @@ def power_law_widths(rows: int, mean: int, d_max: int) -> torch.Tensor:
     return power_law_sizes(freq, rows * mean, alpha=0.3, d_min=1, d_max=d_max)
 
 
-def torch_step(d: int, rows: int, optimizer: str, ids, grad):
+class Batches:
+    """A pool of random id batches handed out in turn: each step meets rows the last one did not
+    touch, as in training, instead of one batch whose rows stay in cache. Each timed function
+    gets its own Batches over the same pool."""
+
+    def __init__(self, pool: list):
+        self.pool, self.k = pool, 0
+
+    def __call__(self):
+        self.k += 1
+        return self.pool[self.k % len(self.pool)]
+
+
+def torch_step(d: int, rows: int, optimizer: str, ids: Batches, grad):
     emb = nn.Embedding(rows, d, sparse=True)
     opt = torch.optim.SparseAdam(emb.parameters()) if optimizer == "adam" else \
         torch.optim.SGD(emb.parameters(), lr=0.01)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        (emb(ids) * grad).sum().backward()
+        (emb(ids()) * grad).sum().backward()
         opt.step()
     return step, emb.weight.numel() * 4 * (3 if optimizer == "adam" else 1)
 
 
-def pyscall_step(d_max: int, rows: int, optimizer: str, ids, grad, widths=None):
+def pyscall_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widths=None):
     emb = pyscall.Embedding(rows, d_max, widths=widths, optimizer=optimizer, lr=0.01)
 
     def step():
-        (emb(ids) * grad).sum().backward()
+        (emb(ids()) * grad).sum().backward()
     return step, emb.memory_stats()["capacity_bytes"]
 
 
 def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float) -> list[dict]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    ids = torch.randint(0, rows, (batch,))
+    pool = [torch.randint(0, rows, (batch,)) for _ in range(8)]
     results = []
 
     # Training steps: fused pyscall against torch sparse embedding + optimizer.
@@ -86,8 +100,8 @@ def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float) -> l
         # The loss both steps share, (out * grad).sum() and its backward: no step beats it.
         leaf = torch.randn(batch, d_max, requires_grad=True)
         for optimizer in ("adam", "sgd"):
-            base_fn, base_bytes = torch_step(d_max, rows, optimizer, ids, grad)
-            ours_fn, ours_bytes = pyscall_step(d_max, rows, optimizer, ids, grad, widths)
+            base_fn, base_bytes = torch_step(d_max, rows, optimizer, Batches(pool), grad)
+            ours_fn, ours_bytes = pyscall_step(d_max, rows, optimizer, Batches(pool), grad, widths)
             base, ours, loss = timed(base_fn, ours_fn, lambda: (leaf * grad).sum().backward(),
                                      repeat=repeat)
             results.append(dict(what=f"train step {optimizer}, {label}", threads=threads,
@@ -104,11 +118,12 @@ def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float) -> l
         out = torch.empty(batch, d_max)
         emb = pyscall.Embedding(rows, d_max, widths=widths)
         bag = pyscall.EmbeddingBag(rows, d_max, widths=widths, mode="sum")
-        read = int(emb.widths[ids].sum()) * 4
+        read = sum(int(emb.widths[ids].sum()) for ids in pool) * 4 / len(pool)  # bytes of rows a call reads
         bag_offsets = torch.arange(0, batch, 8)
         with torch.no_grad():
-            base, padded, pooled = timed(lambda: torch.index_select(dense, 0, ids, out=out), lambda: emb(ids),
-                                         lambda: bag(ids, bag_offsets), repeat=repeat)
+            a, b, c = Batches(pool), Batches(pool), Batches(pool)
+            base, padded, pooled = timed(lambda: torch.index_select(dense, 0, a(), out=out), lambda: emb(b()),
+                                         lambda: bag(c(), bag_offsets), repeat=repeat)
         base_bw = 2 * batch * d_max * 4 / base
         del dense
         for kind, seconds, written in [("padded lookup", padded, batch * d_max * 4),
@@ -118,11 +133,11 @@ def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float) -> l
                                 base_ms=base * 1e3, ours_ms=seconds * 1e3, speedup=bw / base_bw,
                                 memory=f"{bw / 1e9:.1f} GB/s = {bw / bandwidth:.0%} of copy; "
                                        f"index_select {base_bw / 1e9:.1f} GB/s"))
-    results += fbgemm_rows(rows, ids, repeat, threads)
+    results += fbgemm_rows(rows, pool, repeat, threads)
     return results
 
 
-def fbgemm_rows(rows: int, ids, repeat: int, threads: int) -> list[dict]:
+def fbgemm_rows(rows: int, pool: list, repeat: int, threads: int) -> list[dict]:
     """FBGEMM's CPU TBE (fbgemm-gpu-cpu, a benchmark baseline only) on the optimizers it has on the CPU."""
     try:
         from fbgemm_gpu.split_embedding_configs import EmbOptimType
@@ -133,14 +148,16 @@ def fbgemm_rows(rows: int, ids, repeat: int, threads: int) -> list[dict]:
         return []
     results = []
     d = 64
-    grad = torch.randn(len(ids), d)
-    bag_offsets = torch.arange(len(ids) + 1)  # one id per bag: the same rows as a padded lookup
+    batch = len(pool[0])
+    grad = torch.randn(batch, d)
+    bag_offsets = torch.arange(batch + 1)  # one id per bag: the same rows as a padded lookup
     for ours_name, fb_opt in (("sgd", EmbOptimType.EXACT_SGD), ("rowwise_adagrad", EmbOptimType.EXACT_ROWWISE_ADAGRAD)):
         tbe = SplitTableBatchedEmbeddingBagsCodegen([(rows, d, EmbeddingLocation.HOST, ComputeDevice.CPU)],
                                                     optimizer=fb_opt, learning_rate=0.01,
                                                     pooling_mode=PoolingMode.SUM)
-        ours_fn, _ = pyscall_step(d, rows, ours_name, ids, grad)
-        base, ours = timed(lambda: (tbe(ids, bag_offsets) * grad).sum().backward(), ours_fn, repeat=repeat)
+        ours_fn, _ = pyscall_step(d, rows, ours_name, Batches(pool), grad)
+        ids = Batches(pool)
+        base, ours = timed(lambda: (tbe(ids(), bag_offsets) * grad).sum().backward(), ours_fn, repeat=repeat)
         del tbe, ours_fn
         results.append(dict(what=f"train step {ours_name}, all widths 64", threads=threads,
                             baseline=f"FBGEMM CPU TBE {fb_opt.name}", base_ms=base * 1e3, ours_ms=ours * 1e3,
