@@ -1,6 +1,6 @@
 """Arena benchmarks; every ratio is against a baseline measured in the same run.
 
-    .venv/bin/python bench/bench_arena.py [--rows 1000000] [--reps 8] [--only-relayout]
+    python bench/bench_arena.py [--rows 1000000] [--reps 8] [--only-relayout] [--out FILE]
 
 (a) set_widths re-layout of `rows` rows (d_max 256, lognormal widths clipped to
     [1, 256], mean ~16) to a fresh assignment of the same kind: bytes written /
@@ -11,6 +11,8 @@
 (c) metadata bytes per row from memory_stats(), beside data bytes per row.
 """
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
@@ -84,41 +86,60 @@ def main():
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--only-relayout", action="store_true", help="run part (a) only")
+    ap.add_argument("--out", help="also write the report, with the command, date and load, to this file")
     args = ap.parse_args()
+    load = os.getloadavg()[0]
+    lines = []
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+        lines.append(text)
+
     rng = np.random.default_rng(0)
     n = args.rows
 
-    print(f"(a) set_widths re-layout, {n} rows, d_max {D_MAX}, float32 weight, no state")
-    print("  times: median [min] of the reps; ratio = numpy warm copy / arena, medians [mins]")
-    print(f"{'threads':>7} {'MB written':>10} {'arena ms':>14} {'numpy ms':>12} {'ratio':>15} "
+    say(f"(a) set_widths re-layout, {n} rows, d_max {D_MAX}, float32 weight, no state")
+    say("  times: median [min] of the reps; ratio = numpy warm copy / arena, medians [mins]")
+    say(f"{'threads':>7} {'MB written':>10} {'arena ms':>14} {'numpy ms':>12} {'ratio':>15} "
           f"{'fresh-copy ms':>13}")
     relayout, stats_a = bench_relayout(n, args.reps, rng)
     for threads, nbytes, times, t_np, t_fresh in relayout:
         t_med, t_min, np_med, np_min = np.median(times), min(times), np.median(t_np), min(t_np)
-        print(f"{threads:>7} {nbytes / 1e6:>10.1f} {t_med * 1e3:>6.1f} [{t_min * 1e3:>5.1f}] "
+        say(f"{threads:>7} {nbytes / 1e6:>10.1f} {t_med * 1e3:>6.1f} [{t_min * 1e3:>5.1f}] "
               f"{np_med * 1e3:>4.1f} [{np_min * 1e3:>4.1f}] {np_med / t_med:>6.1%} [{np_min / t_min:>6.1%}] "
               f"{t_fresh * 1e3:>13.1f}")
 
     if args.only_relayout:
-        print(f"  plan scratch kept: {stats_a['scratch_bytes'] / n:.1f} B/row")
-        return
-    print(f"\n(b) {n} single-row resizes, budget 1.2x used bytes")
-    print(f"{'threads':>7} {'pairs/call':>10} {'rows/s':>12} {'metadata B/row':>15} "
+        say(f"  plan scratch kept: {stats_a['scratch_bytes'] / n:.1f} B/row")
+        return write_report(args, lines, load)
+    say(f"\n(b) {n} single-row resizes, budget 1.2x used bytes")
+    say(f"{'threads':>7} {'pairs/call':>10} {'rows/s':>12} {'metadata B/row':>15} "
           f"{'data B/row':>11} {'free extents':>13}")
     stats_b = []
     for threads in (1, 2):
         for chunk in (n, 4096):
             rate, st = bench_single_row_resizes(n, chunk, rng, threads)
             stats_b.append(st)
-            print(f"{threads:>7} {chunk:>10} {rate:>12,.0f} {st['metadata_bytes'] / n:>15.2f} "
+            say(f"{threads:>7} {chunk:>10} {rate:>12,.0f} {st['metadata_bytes'] / n:>15.2f} "
                   f"{st['capacity_bytes'] / n:>11.2f} {st['free_extents']:>13}")
 
-    print("\n(c) metadata bytes per row (memory_stats()['metadata_bytes'] / num_rows)")
-    print(f"  after (a) re-layouts:          {stats_a['metadata_bytes'] / n:6.2f} B/row "
+    say("\n(c) metadata bytes per row (memory_stats()['metadata_bytes'] / num_rows)")
+    say(f"  after (a) re-layouts:          {stats_a['metadata_bytes'] / n:6.2f} B/row "
           f"(data {stats_a['capacity_bytes'] / n:.2f} B/row)")
     worst = max(stats_b, key=lambda s: s["metadata_bytes"])
-    print(f"  worst after (b) resizes:       {worst['metadata_bytes'] / n:6.2f} B/row "
+    say(f"  worst after (b) resizes:       {worst['metadata_bytes'] / n:6.2f} B/row "
           f"(data {worst['capacity_bytes'] / n:.2f} B/row)")
+    write_report(args, lines, load)
+
+
+def write_report(args, lines: list, load: float) -> None:
+    if not args.out:
+        return
+    command = "python bench/bench_arena.py " + " ".join(sys.argv[1:])
+    header = (f"Command: {command}\n({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+              f"{os.cpu_count()} cores, load average {load:.2f} before the run)\n")
+    with open(args.out, "w") as f:
+        f.write(header + "\n```\n" + "\n".join(lines) + "\n```\n")
 
 
 if __name__ == "__main__":
