@@ -4,14 +4,14 @@
     python bench/bench_embedding.py --rows 100000 --repeat 5   # quicker
 
 Every speed figure is a ratio against a baseline timed in the same process, the two called in turn
-within each repetition, over a pool of 8 random batches taken in turn (so rows are not all in
-cache): torch.nn.Embedding(sparse=True) with SparseAdam / SGD for training steps, torch.index_select
-into a preallocated output for lookups, and a plain tensor copy for the memory bandwidth. A training
-step is forward, the loss (out * grad).sum(), and backward (plus optimizer.step() for torch); "loss
-alone" times that loss and its backward on a leaf of the same shape, the part of every step that no
-embedding can speed up. Bandwidth counts bytes read plus bytes written (a copy of S bytes moves
-2*S). Memory is measured bytes (memory_stats() for pyscall, tensor sizes for torch). Results go to
-stdout and, with --out, to a Markdown file.
+within each repetition, over a pool of random batches taken in turn (8 by default, so rows are not
+all in cache): torch.nn.Embedding(sparse=True) with SparseAdam / SGD for training steps,
+torch.index_select into a preallocated output for lookups, and a plain tensor copy for the memory
+bandwidth. A training step is forward, the loss (out * grad).sum(), and backward (plus
+optimizer.step() for torch); "loss alone" times that loss and its backward on a leaf of the same
+shape, the part of every step that no embedding can speed up. Bandwidth counts bytes read plus
+bytes written (a copy of S bytes moves 2*S). Memory is measured bytes (memory_stats() for pyscall,
+tensor sizes for torch). Results go to stdout and, with --out, to a Markdown file.
 """
 from __future__ import annotations
 
@@ -87,10 +87,10 @@ def pyscall_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widt
     return step, emb.memory_stats()["capacity_bytes"]
 
 
-def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float) -> list[dict]:
+def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float, batches: int) -> list[dict]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    pool = [torch.randint(0, rows, (batch,)) for _ in range(8)]
+    pool = [torch.randint(0, rows, (batch,)) for _ in range(batches)]
     results = []
 
     # Training steps: fused pyscall against torch sparse embedding + optimizer.
@@ -171,17 +171,19 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--batches", type=int, default=8,
+                        help="random batches taken in turn (1: the same rows every step, in cache)")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     lines = [f"pyscall {pyscall.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-             f"{args.rows:,} rows, batch {args.batch:,}, median of {args.repeat}",
+             f"{args.rows:,} rows, batch {args.batch:,} ({args.batches} batches in turn), median of {args.repeat}",
              "", "| what | threads | baseline | baseline ms | pyscall ms | ratio | memory / bandwidth |",
              "|---|---|---|---|---|---|---|"]
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         bandwidth = copy_bandwidth(args.repeat)
         lines.append(f"| memory copy | {threads} | | | | | {bandwidth / 1e9:.1f} GB/s (read+write) |")
-        for r in run(args.rows, args.batch, args.repeat, threads, bandwidth):
+        for r in run(args.rows, args.batch, args.repeat, threads, bandwidth, args.batches):
             lines.append(f"| {r['what']} | {r['threads']} | {r['baseline']} | {r['base_ms']:.3f} | "
                          f"{r['ours_ms']:.3f} | {r['speedup']:.1f}x | {r['memory']} |")
             print(lines[-1], flush=True)
@@ -190,7 +192,7 @@ def main(argv=None):
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"Command: python bench/bench_embedding.py --rows {args.rows} --batch {args.batch} "
-                    f"--repeat {args.repeat} --threads {args.threads}\n\n{text}\n")
+                    f"--repeat {args.repeat} --threads {args.threads} --batches {args.batches}\n\n{text}\n")
 
 
 if __name__ == "__main__":
