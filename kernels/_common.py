@@ -45,8 +45,8 @@ def check_ids(ids, device, num_rows=None):
     torch). Forward ops pass num_rows; backward ops take the ids their forward checked."""
     check_tensor("ids", ids, dtypes=(torch.int64,), device=device, ndim=1)
     if num_rows is not None and ids.numel():
-        low, high = torch.aminmax(ids)
-        if int(low) < 0 or int(high) >= num_rows:
+        low, high = torch.stack(torch.aminmax(ids)).tolist()  # one device-to-host copy, not two
+        if low < 0 or high >= num_rows:
             raise IndexError("index out of range in self")
     return ids.numel()
 

@@ -37,7 +37,7 @@ def digest(c_module, steps: int = 60, seed: int = 0) -> str:
         else:
             plan = arena.compact()
         buf = replay(plan, buf, c_module)
-        # Give every live value a fresh, position-dependent number so that each move is visible.
+        # Give every third live row fresh, position-dependent values so that later moves are visible.
         offsets, widths = np.asarray(arena.offsets), np.asarray(arena.widths)
         for i in np.flatnonzero(widths)[::3]:
             buf[offsets[i]:offsets[i] + widths[i]] = step * 1000 + np.arange(widths[i])
