@@ -110,8 +110,8 @@ def test_lookup_empty_batch():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", ["sum", "mean", "max", "sum_weighted"])
-def test_pooled(dtype, mode):
-    d_max = 9
+@pytest.mark.parametrize("d_max", [9, 20, 64, 150])  # the float sum keeps 64 or 128 columns in registers
+def test_pooled(dtype, mode, d_max):
     weight, offsets, widths = make_table(40, d_max, dtype, seed=3)
     g = torch.Generator().manual_seed(2)
     ids = make_ids(40, 200, g, always=[0, 1, 2, 3])
