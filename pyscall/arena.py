@@ -36,6 +36,15 @@ __all__ = ["RaggedArena"]
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
+def _cpu_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """An unwritten CPU buffer for a table's values or state, on transparent huge pages where Linux
+    allows them: batches read random rows, and with 4 KiB pages nearly every row costs a TLB miss
+    (csrc/arena/huge_pages.h)."""
+    buffer = torch.empty(numel, dtype=dtype)
+    _C.advise_huge_pages(buffer.data_ptr(), buffer.numel() * buffer.element_size())
+    return buffer
+
+
 def _int_array(x, what: str) -> np.ndarray:
     """A 1-D int32/int64 numpy view of ``x`` (tensor, ndarray, int or list); never from floats."""
     if isinstance(x, torch.Tensor):
@@ -282,7 +291,7 @@ class RaggedArena:
         threads = torch.get_num_threads()
         if new != old and len(steps) == 1 and steps[0].ordered:
             # A re-layout that changes capacity: move once into fresh buffers.
-            fresh = [torch.empty(new, dtype=b.dtype, device=b.device) for b in buffers]
+            fresh = [_cpu_buffer(new, b.dtype) for b in buffers]
             _C.apply_relayout_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
                                   [(f.data_ptr(), f.element_size(), f.numel()) for f in fresh],
                                   threads)
@@ -294,7 +303,7 @@ class RaggedArena:
             return
         if new > old:
             for b in buffers:
-                grown = torch.empty(new, dtype=b.dtype, device=b.device)
+                grown = _cpu_buffer(new, b.dtype)
                 grown[:old] = b.data
                 grown[old:] = 0  # free space: keep it defined for whole-buffer optimizers
                 b.data = grown
@@ -303,7 +312,9 @@ class RaggedArena:
                               threads)
         if new < old:
             for b in buffers:
-                b.data = b.data[:new].clone()
+                trimmed = _cpu_buffer(new, b.dtype)
+                trimmed.copy_(b.data[:new])
+                b.data = trimmed
         self._refresh()
 
     def _apply_cuda(self, plan, buffers) -> None:
@@ -328,7 +339,9 @@ class RaggedArena:
                     move_rows(b.data, b.data, *moves)
         if new < old:
             for b in buffers:
-                b.data = b.data[:new].clone()
+                trimmed = _cpu_buffer(new, b.dtype)
+                trimmed.copy_(b.data[:new])
+                b.data = trimmed
         self._refresh()
 
     def _initial_values(self, widths: np.ndarray) -> torch.Tensor | None:

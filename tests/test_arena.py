@@ -1,4 +1,6 @@
 """RaggedArena semantics, budget, bad input, and the in-place/parallel plan replay."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -410,3 +412,35 @@ def test_plan_held_by_python_is_not_recycled():
     arena.set_widths(np.full(100, 8))
     arena.set_widths(np.full(100, 2))
     np.testing.assert_array_equal(first.steps[0].src, src)
+
+
+def _huge_page_advice(address: int) -> bool:
+    """Whether the mapping holding `address` carries MADV_HUGEPAGE ("hg" in /proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split(" ", 1)[0]
+            if "-" in first and ":" not in first:
+                lo, hi = (int(x, 16) for x in first.split("-"))
+                inside = lo <= address < hi
+            elif inside and line.startswith("VmFlags:"):
+                return "hg" in line.split()
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are a Linux feature")
+def test_cpu_buffers_ask_for_huge_pages():
+    """Weight and per-element state of a table past a few MiB are advised huge pages, after every way a
+    buffer is replaced (growth, re-layout, trim)."""
+    a = make(np.full(600_000, 8), state_per_element=1)  # 19 MB per buffer, 5.6 MB after compact
+    for step in ("init", "append", "set_widths", "compact"):
+        if step == "append":
+            a.append(np.full(100_000, 8))
+        elif step == "set_widths":
+            a.set_widths(np.full(a.num_rows, 4))
+        elif step == "compact":
+            a.release(np.arange(0, a.num_rows, 2))
+            a.compact()
+        for buffer in (a.weight, a.state[0]):
+            assert buffer.numel() * buffer.element_size() >= 4 << 20, step
+            assert _huge_page_advice(buffer.data_ptr() + (2 << 20)), step

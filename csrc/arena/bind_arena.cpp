@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "arena/arena.h"
+#include "arena/huge_pages.h"
 #include "arena/plan.h"
 
 namespace py = pybind11;
@@ -157,4 +158,6 @@ void bind_arena(py::module_& m) {
       },
       py::arg("plan"), py::arg("from_buffers"), py::arg("to_buffers"), py::arg("num_threads"),
       "Replay a one-ordered-step plan out of place: read from_buffers, write to_buffers.");
+  m.def("advise_huge_pages", &pyscall::advise_huge_pages, py::arg("addr"), py::arg("bytes"),
+        "Ask for transparent huge pages over a fresh CPU buffer (Linux; before its first write).");
 }
