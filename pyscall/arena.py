@@ -117,6 +117,11 @@ class RaggedArena:
 
     # ---- views and sizes -------------------------------------------------
     def _refresh(self) -> None:
+        # A backward may hold the previous metadata tensors (views of C++ memory that may be freed
+        # by now): bump the version of widths (they are saved together with offsets) so that
+        # autograd refuses them, as it refuses a weight changed in place between forward and backward.
+        if hasattr(self, "widths"):
+            torch.autograd.graph.increment_version(self.widths)
         # The metadata lives on the host; a CUDA table gets device copies for its kernels.
         self.offsets = torch.from_numpy(self._arena.offsets).to(self.weight.device)
         self.widths = torch.from_numpy(self._arena.widths).to(self.weight.device)
@@ -172,6 +177,7 @@ class RaggedArena:
         if weight is not None:
             weight.data = arena.weight
             arena.weight = weight
+            torch.autograd.graph.increment_version(self.widths)  # a pending backward must not use the old layout
         return arena
 
     @property

@@ -85,6 +85,19 @@ def _bag_gradient_rows(ids, bag_offsets, mode, per_sample_weights, padding_idx):
     return ids_k, offs_k, src_index, scale
 
 
+def _saved_tensors(ctx) -> tuple:
+    """ctx.saved_tensors, with the reason added when the table's layout changed since forward:
+    RaggedArena._refresh bumps the version of the widths a backward saved, the only int32 tensor."""
+    try:
+        return ctx.saved_tensors
+    except RuntimeError as e:
+        if "modified by an inplace operation" not in str(e) or "IntTensor" not in str(e):
+            raise
+        raise RuntimeError(f"{e}\nThat tensor is the table's widths: its row layout changed (resize, set_widths, "
+                           "append, release, compact or load_state_dict) between this forward and its "
+                           "backward. Run backward before changing the layout.") from e
+
+
 def _optimizer_args(hparams: Tensor, step: Tensor, optimizer: str) -> dict:
     lr, eps, beta1, beta2, weight_decay = hparams.tolist()
     step += 1
@@ -120,7 +133,7 @@ def _lookup_setup(ctx, inputs, output):
 def _lookup_grad_weight(ctx, grad, backward_ops):
     """Gradient of the flat weight (drop-in mode), or None after applying the fused update."""
     fused, flat, _ = backward_ops
-    weight, offsets, widths, ids, step, hparams, *bufs = ctx.saved_tensors
+    weight, offsets, widths, ids, step, hparams, *bufs = _saved_tensors(ctx)
     states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
     if ctx.optimizer:
         fused(weight.detach(), states, row_states, step, hparams, ctx.optimizer, grad.contiguous(), ids, None,
@@ -177,7 +190,7 @@ def _bag_setup(ctx, inputs, output):
 def _bag_grads(ctx, grad, backward_ops):
     """(gradient of the flat weight or None, gradient of per_sample_weights or None)."""
     fused, flat, psw_grad = backward_ops
-    weight, offsets, widths, ids, bag_offsets, argmax, step, hparams, psw, *bufs = ctx.saved_tensors
+    weight, offsets, widths, ids, bag_offsets, argmax, step, hparams, psw, *bufs = _saved_tensors(ctx)
     states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
     psw = psw if ctx.has_psw else None
     argmax = argmax if ctx.mode == "max" else None

@@ -165,3 +165,32 @@ def test_inference_path_equals_the_training_path(optimizer):
     for t, i in zip(trained, inferred):
         assert t.grad_fn is not None and i.grad_fn is None
         torch.testing.assert_close(i, t, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bag", [False, True])
+@pytest.mark.parametrize("optimizer", [None, "adam"])
+@pytest.mark.parametrize("change", ["append", "resize", "set_widths", "compact", "load_state_dict"])
+def test_layout_change_between_forward_and_backward_is_refused(bag, optimizer, change):
+    # The saved offsets/widths may alias metadata the change freed (the backward once read garbage offsets):
+    # the backward must raise and leave values and optimizer state as the change left them.
+    cls = pyscall.EmbeddingBag if bag else pyscall.Embedding
+    emb = cls(N, D, widths=_widths(3), optimizer=optimizer, lr=0.1, **({"mode": "sum"} if bag else {}))
+    ids = torch.randint(0, N, (10,))
+    out = emb(ids, torch.tensor([0, 4])) if bag else emb(ids)
+    if change == "append":
+        emb.append(torch.full((500,), D))
+    elif change == "resize":
+        emb.resize(ids[:3], torch.tensor([1, 2, 3]))
+    elif change == "set_widths":
+        emb.set_widths(torch.full((N,), 2))
+    elif change == "compact":
+        emb.release(ids[:2])
+        emb.compact()
+    else:
+        emb.load_state_dict(cls(N, D, widths=_widths(4), optimizer=optimizer, **({"mode": "sum"} if bag else {})).state_dict())
+    after = emb.state_dict()
+    with pytest.raises(RuntimeError, match="row layout changed"):
+        out.sum().backward()
+    for key, value in emb.state_dict().items():
+        assert torch.equal(value, after[key]), key
+    assert emb.weight.grad is None
