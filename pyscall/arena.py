@@ -345,9 +345,7 @@ class RaggedArena:
                     move_rows(b.data, b.data, *moves)
         if new < old:
             for b in buffers:
-                trimmed = _cpu_buffer(new, b.dtype)
-                trimmed.copy_(b.data[:new])
-                b.data = trimmed
+                b.data = b.data[:new].clone()
         self._refresh()
 
     def _initial_values(self, widths: np.ndarray) -> torch.Tensor | None:
