@@ -52,7 +52,7 @@ def copy_bandwidth(repeat: int) -> float:
 
 
 def power_law_widths(rows: int, mean: int, d_max: int) -> torch.Tensor:
-    freq = torch.rand(rows).pow(-1.5)  # heavy-tailed frequencies; sizes follow the frequency rank
+    freq = (1 - torch.rand(rows)).pow(-1.5)  # heavy-tailed, in [1, inf) (rand may give 0); sizes follow the rank
     return power_law_sizes(freq, rows * mean, alpha=0.3, d_min=1, d_max=d_max)
 
 
