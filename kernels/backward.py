@@ -159,14 +159,23 @@ def _segments(ids):
     return sorted_ids, perm, torch.searchsorted(sorted_ids, sorted_ids, right=True)
 
 
-def _launch(opt, grad_src, ids, src_index, scale, argmax, offsets, widths, weight, out, s1, s2, row_state, hp):
+def tile(opt, d_max):
+    """(BLOCK_ROWS, BLOCK_D) of the backward; row-wise Adagrad needs a whole row in one tile."""
+    if opt.value == ROWWISE_ADAGRAD.value:
+        return row_tile(d_max, 256, triton.next_power_of_2(max(d_max, 1)))
+    return row_tile(d_max, 256, 64)
+
+
+def _launch(opt, grad_src, ids, src_index, scale, argmax, offsets, widths, weight, out, s1, s2, row_state, hp,
+            block=None):
+    """block: (BLOCK_ROWS, BLOCK_D, num_warps) in place of the defaults, for bench/gpu_tile_sweep.py."""
     sorted_ids, perm, seg_end = _segments(ids)
     n = ids.numel()
     d_max = grad_src.shape[1]
-    if opt.value == ROWWISE_ADAGRAD.value:
-        block_rows, block_d = row_tile(d_max, 4096, triton.next_power_of_2(max(d_max, 1)))
-    else:
-        block_rows, block_d = row_tile(d_max, 2048, 64)
+    if block is None:
+        block_rows, block_d = tile(opt, d_max)
+        block = block_rows, block_d, num_warps(block_rows, block_d)
+    block_rows, block_d, warps = block
     dummy = grad_src
     grid = (triton.cdiv(n, block_rows),)
     _backward_kernel[grid](
@@ -177,7 +186,7 @@ def _launch(opt, grad_src, ids, src_index, scale, argmax, offsets, widths, weigh
         row_state if row_state is not None else weight, hp if hp is not None else weight,
         OPT=opt.value, HAS_SRC=src_index is not None, HAS_SCALE=scale is not None, HAS_ARGMAX=argmax is not None,
         ACC=acc_dtype(weight.dtype), BLOCK_ROWS=block_rows, BLOCK_D=block_d,
-        num_warps=num_warps(block_rows, block_d))
+        num_warps=warps)
 
 
 def flat_grad(grad_src, ids, src_index, scale, argmax, offsets, widths, capacity):

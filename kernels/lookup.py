@@ -22,6 +22,11 @@ def _lookup_kernel(weight_ptr, offsets_ptr, widths_ptr, ids_ptr, out_ptr, n, num
     tl.store(out_ptr + pos[:, None] * d_max + d[None, :], vals, mask=pos_ok[:, None] & (d[None, :] < d_max))
 
 
+def tile(d_max):
+    """(BLOCK_ROWS, BLOCK_D): the lookup's speed barely depends on it (bench/gpu_tile_sweep.py)."""
+    return row_tile(d_max, 4096, 256)
+
+
 def lookup(weight, offsets, widths, ids, d_max):
     device = check_weight(weight)
     num_rows = check_table(offsets, widths, device, d_max)
@@ -29,7 +34,7 @@ def lookup(weight, offsets, widths, ids, d_max):
     out = _common.empty((n, d_max), weight.dtype, device)
     if n == 0 or d_max == 0:
         return out
-    block_rows, block_d = row_tile(d_max, 4096, 256)
+    block_rows, block_d = tile(d_max)
     grid = (triton.cdiv(n, block_rows), triton.cdiv(d_max, block_d))
     _lookup_kernel[grid](weight, offsets, widths, ids, out, n, num_rows, d_max,
                          BLOCK_ROWS=block_rows, BLOCK_D=block_d, num_warps=num_warps(block_rows, block_d))
