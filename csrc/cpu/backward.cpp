@@ -56,11 +56,11 @@ template <typename T>
 void prefetch_segment(const Table<T>& t, const GradSource<T>& s, const Segments& seg, int64_t u,
                       const T* state0, const T* state1) {
   const int64_t i = seg.row[u], w = t.wid[i];
-  prefetch_row(t.w + t.off[i], w, true);
-  if (state0) prefetch_row(state0 + t.off[i], w, true);
-  if (state1) prefetch_row(state1 + t.off[i], w, true);
+  prefetch_row(t.w + t.off[i], w);
+  if (state0) prefetch_row(state0 + t.off[i], w);
+  if (state1) prefetch_row(state1 + t.off[i], w);
   const int64_t k = seg.pos[seg.start[u]];
-  prefetch_row(s.grad + (s.src_index ? s.src_index[k] : k) * t.d_max, w, false);
+  prefetch_row(s.grad + (s.src_index ? s.src_index[k] : k) * t.d_max, w);
 }
 
 }  // namespace
