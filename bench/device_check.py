@@ -51,6 +51,7 @@ import pyscall  # noqa: E402
 import pyscall.kernels as K  # noqa: E402
 from pyscall import _C  # noqa: E402
 from pyscall.kernels import _common  # noqa: E402
+from gpu_timer import mean_ms  # noqa: E402
 
 try:
     import pyscall.backend_cpu as CPU
@@ -364,30 +365,11 @@ def check_mover(seed):
 
 # ------------------------------------------------------------------ (b) timings
 
-def timer(fn, iters, warmup=3):
-    """Mean milliseconds per call: CUDA events on the GPU (no graphs), wall clock on the CPU."""
-    for _ in range(warmup):
-        fn()
-    if DEV.type == "cuda":
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / iters
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t0) * 1e3 / iters
-
-
 def copy_ms(n_bytes, iters):
     """Device-to-device copy moving n_bytes in total (n_bytes / 2 read + n_bytes / 2 written)."""
     a = torch.empty(max(n_bytes // 8, 1), dtype=torch.float32, device=DEV)
     b = torch.empty_like(a)
-    return timer(lambda: b.copy_(a), iters)
+    return mean_ms(lambda: b.copy_(a), iters, DEV)
 
 
 def record(case, op, ms, n_bytes, copy_time, torch_ms):
@@ -439,15 +421,15 @@ def time_case(label, n_rows, d_max, mean_width, n, bag_size, iters):
     # Forward, padded: read rows + write [N, d_max].
     nb = row_bytes + n * d_max * es
     with torch.no_grad():
-        t_torch = timer(lambda: emb(ids), iters)
-    record(label, "forward padded", timer(lambda: K.lookup(weight, offsets, widths, ids, d_max), iters), nb,
-           copy_ms(nb, iters), t_torch)
+        t_torch = mean_ms(lambda: emb(ids), iters, DEV)
+    ms = mean_ms(lambda: K.lookup(weight, offsets, widths, ids, d_max), iters, DEV)
+    record(label, "forward padded", ms, nb, copy_ms(nb, iters), t_torch)
     # Forward, pooled sum.
     nb = row_bytes + n_bags * d_max * es
     with torch.no_grad():
-        t_torch = timer(lambda: bag(ids, bag_offsets[:-1]), iters)
+        t_torch = mean_ms(lambda: bag(ids, bag_offsets[:-1]), iters, DEV)
     record(label, f"forward pooled sum (bag {bag_size})",
-           timer(lambda: K.pooled(weight, offsets, widths, ids, bag_offsets, "sum", None, d_max), iters), nb,
+           mean_ms(lambda: K.pooled(weight, offsets, widths, ids, bag_offsets, "sum", None, d_max), iters, DEV), nb,
            copy_ms(nb, iters), t_torch)
     # Backward + fused update from the padded lookup's grad_out.
     grad = torch.randn(n, d_max, generator=gen).to(DEV)
@@ -467,7 +449,7 @@ def time_case(label, n_rows, d_max, mean_width, n, bag_size, iters):
 
         nb = grad_read + 2 * per_elem_rw * uniq_bytes
         t_torch = torch_step_ms(emb, torch_opt(emb.parameters()), lambda: (ids,), grad, iters)
-        record(label, f"backward+{opt_name}", timer(run, iters), nb, copy_ms(nb, iters), t_torch)
+        record(label, f"backward+{opt_name}", mean_ms(run, iters, DEV), nb, copy_ms(nb, iters), t_torch)
 
 
 def time_movement(label, n_rows, d_max, mean_width, iters):
@@ -477,10 +459,11 @@ def time_movement(label, n_rows, d_max, mean_width, iters):
     old = torch.randn(old_cap, device=DEV) if DEV.type == "cuda" else torch.randn(old_cap, generator=gen)
     new = torch.empty(new_cap, device=DEV)
     nb = int(copy.sum()) * 4 + new_cap * 4  # bytes read + written
-    ms = timer(lambda: move(old, new, src, dst, copy, total), iters)
+    ms = mean_ms(lambda: move(old, new, src, dst, copy, total), iters, DEV)
     # torch baseline: the same re-layout as one gather + scatter over element indices (needs ~50 bytes of index
     # memory per element, so only where that fits).
-    torch_ms = timer(lambda: reference_move(old, new, src, dst, copy, total), iters) if new_cap <= 4e8 else None
+    torch_ms = (mean_ms(lambda: reference_move(old, new, src, dst, copy, total), iters, DEV)
+                if new_cap <= 4e8 else None)
     move(old, new, src, dst, copy, total)  # the baseline wrote `new` too: check our mover's own result
     # Spot-check the timed run on a sample of moves against the reference.
     pick = torch.randperm(n_rows, generator=gen)[:2000].to(DEV)

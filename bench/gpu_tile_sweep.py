@@ -8,7 +8,6 @@ defaults in kernels/ (row_tile / num_warps callers); rerun it on a new card.
 import argparse
 import os
 import sys
-import time
 
 ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ARGS.add_argument("--cpu-dry-run", action="store_true")
@@ -24,7 +23,8 @@ import pyscall.kernels.backward as B  # noqa: E402
 from pyscall.kernels.lookup import _lookup_kernel, tile as lookup_tile  # noqa: E402
 from pyscall.kernels.pooled import _pooled_kernel, tile as pooled_tile  # noqa: E402
 from pyscall.kernels._common import acc_dtype, num_warps  # noqa: E402
-from pyscall.scall import power_law_sizes  # noqa: E402
+from bench_embedding import power_law_widths  # noqa: E402
+from gpu_timer import mean_ms  # noqa: E402
 
 DEV = torch.device("cpu" if ARGS.cpu_dry_run else "cuda")
 D_MAX = 256
@@ -42,24 +42,6 @@ TILES = {  # (rows or bag positions, columns, warps); the first is the shipped d
 }
 
 
-def timer(fn, iters):
-    if DEV.type != "cuda":  # the dry run only exercises the script: one call, no warm-up
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        return (time.perf_counter() - t0) * 1e3 / iters
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
-
-
 def sweep(label, op, tiles, run, iters):
     """run(tile, fresh) -> output tensor (fresh: from the starting table and state, for the check); prints ms
     per tile and the largest difference from the first tile's output."""
@@ -72,7 +54,8 @@ def sweep(label, op, tiles, run, iters):
         diff = (out - first).abs().max().item() if out.numel() else 0.0
         ok = diff <= 1e-4
         bad += not ok
-        ms = timer(lambda: run(t, False), iters)
+        # The dry run only exercises the script: one call, no warm-up.
+        ms = mean_ms(lambda: run(t, False), iters, DEV, warmup=0 if ARGS.cpu_dry_run else 3)
         print(f"{label:<9} {op:<16} {t[0]:>4} {t[1]:>4} {t[2]:>5} {ms:9.3f}  {diff:9.1e}  "
               f"{'ok' if ok else 'MISMATCH'}", flush=True)
     return bad
@@ -80,14 +63,14 @@ def sweep(label, op, tiles, run, iters):
 
 def main():
     rows, n, bag, iters = (500, 64, 8, 1) if ARGS.cpu_dry_run else (1_000_000, 262_144, 32, 20)
+    torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    freq = (1 - torch.rand(rows, generator=gen)).pow(-1.5)
     card = "CPU (dry run)" if DEV.type != "cuda" else torch.cuda.get_device_name()
     print(f"{card} | torch {torch.__version__} | triton {triton.__version__} | {rows:,} rows, {n:,} ids, "
           f"bags of {bag}, d_max {D_MAX}, mean of {iters} calls; first tile of each op is the default")
     print(f"{'widths':<9} {'op':<16} {'rows':>4} {'cols':>4} {'warps':>5} {'ms':>9}  {'max |diff|':>9}")
     bad = 0
-    for label, widths in (("mean 16", power_law_sizes(freq, rows * 16, alpha=0.3, d_min=1, d_max=D_MAX)),
+    for label, widths in (("mean 16", power_law_widths(rows, 16, D_MAX)),
                           ("all 256", torch.full((rows,), D_MAX, dtype=torch.int32))):
         widths = widths.to(torch.int32)
         offsets = (torch.cumsum(widths.long(), 0) - widths.long()).to(DEV)
