@@ -3,9 +3,13 @@
     python bench/bench_embedding.py                  # 1,000,000 rows, batch 4,096, 1 and 2 threads
     python bench/bench_embedding.py --rows 100000 --repeat 5   # quicker
 
-Every speed figure is a ratio against a baseline timed in the same process, the two called in turn
-within each repetition, over a pool of random batches taken in turn (8 by default, so rows are not
-all in cache): torch.nn.Embedding(sparse=True) with SparseAdam / SGD for training steps,
+Every speed figure is a ratio against a baseline timed in the same process over a pool of random
+batches taken in turn (64 by default: a batch comes back only after 63 others, so its rows are no
+longer in cache), in two schedules: "blocks", the main figure (each side runs --block calls in a
+row, the sides taking turns, as one op runs step after step in a training loop), and "alternating"
+(the two sides called in turn, so each call meets caches the other side has just filled). The
+baselines:
+torch.nn.Embedding(sparse=True) with SparseAdam / SGD for training steps,
 torch.index_select into a preallocated output for lookups, and a plain tensor copy for the memory
 bandwidth. A training step is what the embedding does in training: forward, backward from a given
 output gradient (out.backward(grad), the same fixed random gradient on both sides), and the
@@ -29,19 +33,26 @@ from pyscall import backend_cpu
 from pyscall.scall import power_law_sizes
 
 
-def timed(*fns, repeat: int, warmup: int = 3) -> list[float]:
-    """Median wall time in seconds of each fn, called in turn within each repetition, so that a
-    slow spell of this shared machine hits the baseline and pyscall alike."""
+def timed(*fns, repeat: int, block: int = 1, warmup: int = 3) -> list[float]:
+    """Median wall time in seconds of one call of each fn. Each repetition runs every fn in turn,
+    `block` calls each, so that a slow spell of this shared machine hits the baseline and pyscall
+    alike; block 1 alternates single calls."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
     for _ in range(repeat):
         for fn, t in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - start)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                t.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
+
+
+def compared(*fns, repeat: int, block: int) -> tuple[list[float], list[float]]:
+    """Median seconds of each fn in blocks of `block` calls, and alternating one call at a time."""
+    return timed(*fns, repeat=repeat, block=block), timed(*fns, repeat=repeat * block)
 
 
 def copy_bandwidth(repeat: int) -> float:
@@ -89,7 +100,8 @@ def pyscall_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widt
     return step, emb.memory_stats()["capacity_bytes"]
 
 
-def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float, batches: int) -> list[dict]:
+def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth: float,
+        batches: int) -> list[dict]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     pool = [torch.randint(0, rows, (batch,)) for _ in range(batches)]
@@ -102,10 +114,11 @@ def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float, batc
         for optimizer in ("adam", "sgd"):
             base_fn, base_bytes = torch_step(d_max, rows, optimizer, Batches(pool), grad)
             ours_fn, ours_bytes = pyscall_step(d_max, rows, optimizer, Batches(pool), grad, widths)
-            base, ours = timed(base_fn, ours_fn, repeat=repeat)
+            (base, ours), (alt_base, alt_ours) = compared(base_fn, ours_fn, repeat=repeat, block=block)
             results.append(dict(what=f"train step {optimizer}, {label}", threads=threads,
                                 baseline=f"nn.Embedding(sparse) + {'SparseAdam' if optimizer == 'adam' else 'SGD'}",
                                 base_ms=base * 1e3, ours_ms=ours * 1e3, speedup=base / ours,
+                                alternating=alt_base / alt_ours,
                                 memory=f"{ours_bytes / 2**20:.0f} MiB vs {base_bytes / 2**20:.0f} MiB "
                                        f"({ours_bytes / base_bytes:.3f}x)"))
             del base_fn, ours_fn
@@ -121,31 +134,34 @@ def run(rows: int, batch: int, repeat: int, threads: int, bandwidth: float, batc
         bag_offsets = torch.arange(0, batch, 8)
         with torch.no_grad():
             a, b, c = Batches(pool), Batches(pool), Batches(pool)
-            base, padded, pooled = timed(lambda: torch.index_select(dense, 0, a(), out=out), lambda: emb(b()),
-                                         lambda: bag(c(), bag_offsets), repeat=repeat)
+            (base, padded, pooled), alt = compared(
+                lambda: torch.index_select(dense, 0, a(), out=out), lambda: emb(b()),
+                lambda: bag(c(), bag_offsets), repeat=repeat, block=block)
             # The padded kernel without the module around it, in a run of its own against the same baseline.
             del bag
             table = emb._arena
             a, k = Batches(pool), Batches(pool)
-            base_k, kernel = timed(lambda: torch.index_select(dense, 0, a(), out=out),
-                                   lambda: backend_cpu.lookup(table.weight, table.offsets, table.widths, k(), d_max),
-                                   repeat=repeat)
+            (base_k, kernel), alt_k = compared(
+                lambda: torch.index_select(dense, 0, a(), out=out),
+                lambda: backend_cpu.lookup(table.weight, table.offsets, table.widths, k(), d_max),
+                repeat=repeat, block=block)
         del dense, emb, table
-        for kind, base, seconds, written in [
-                ("padded lookup", base, padded, batch * d_max * 4),
-                ("padded lookup kernel alone (backend_cpu.lookup)", base_k, kernel, batch * d_max * 4),
-                ("pooled lookup (sum, bags of 8)", base, pooled, batch // 8 * d_max * 4)]:
+        for kind, base, seconds, written, (alt_base, alt_ours) in [
+                ("padded lookup", base, padded, batch * d_max * 4, (alt[0], alt[1])),
+                ("padded lookup kernel alone (backend_cpu.lookup)", base_k, kernel, batch * d_max * 4, alt_k),
+                ("pooled lookup (sum, bags of 8)", base, pooled, batch // 8 * d_max * 4, (alt[0], alt[2]))]:
             base_bw = 2 * batch * d_max * 4 / base
             bw = (read + written) / seconds
             results.append(dict(what=f"{kind}, {label}", threads=threads, baseline="index_select (same d_max)",
                                 base_ms=base * 1e3, ours_ms=seconds * 1e3, speedup=bw / base_bw,
+                                alternating=alt_base / alt_ours * (read + written) / (2 * batch * d_max * 4),
                                 memory=f"{bw / 1e9:.1f} GB/s = {bw / bandwidth:.0%} of copy; "
                                        f"index_select {base_bw / 1e9:.1f} GB/s"))
-    results += fbgemm_rows(rows, pool, repeat, threads)
+    results += fbgemm_rows(rows, pool, repeat, block, threads)
     return results
 
 
-def fbgemm_rows(rows: int, pool: list, repeat: int, threads: int) -> list[dict]:
+def fbgemm_rows(rows: int, pool: list, repeat: int, block: int, threads: int) -> list[dict]:
     """FBGEMM's CPU TBE (fbgemm-gpu-cpu, a benchmark baseline only) on the optimizers it has on the CPU."""
     try:
         from fbgemm_gpu.split_embedding_configs import EmbOptimType
@@ -165,11 +181,12 @@ def fbgemm_rows(rows: int, pool: list, repeat: int, threads: int) -> list[dict]:
                                                     pooling_mode=PoolingMode.SUM)
         ours_fn, _ = pyscall_step(d, rows, ours_name, Batches(pool), grad)
         ids = Batches(pool)
-        base, ours = timed(lambda: tbe(ids(), bag_offsets).backward(grad), ours_fn, repeat=repeat)
+        (base, ours), (alt_base, alt_ours) = compared(lambda: tbe(ids(), bag_offsets).backward(grad), ours_fn,
+                                                     repeat=repeat, block=block)
         del tbe, ours_fn
         results.append(dict(what=f"train step {ours_name}, all widths 64", threads=threads,
                             baseline=f"FBGEMM CPU TBE {fb_opt.name}", base_ms=base * 1e3, ours_ms=ours * 1e3,
-                            speedup=base / ours, memory=""))
+                            speedup=base / ours, alternating=alt_base / alt_ours, memory=""))
     return results
 
 
@@ -177,31 +194,35 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=4096)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=10, help="rounds of blocks")
+    parser.add_argument("--block", type=int, default=8, help="calls of one side in a row")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--batches", type=int, default=8,
+    parser.add_argument("--batches", type=int, default=64,
                         help="random batches taken in turn (1: the same rows every step, in cache)")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     lines = [f"pyscall {pyscall.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-             f"{args.rows:,} rows, batch {args.batch:,} ({args.batches} batches in turn), median of {args.repeat}",
-             "", "| what | threads | baseline | baseline ms | pyscall ms | ratio | memory / bandwidth |",
-             "|---|---|---|---|---|---|---|"]
+             f"{args.rows:,} rows, batch {args.batch:,} ({args.batches} batches in turn), median of "
+             f"{args.repeat * args.block} calls in blocks of {args.block} (ms and ratio) and of as many "
+             f"alternating calls (alternating ratio)",
+             "", "| what | threads | baseline | baseline ms | pyscall ms | ratio | alternating ratio | "
+                 "memory / bandwidth |",
+             "|---|---|---|---|---|---|---|---|"]
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         bandwidth = copy_bandwidth(args.repeat)
-        lines.append(f"| memory copy | {threads} | | | | | {bandwidth / 1e9:.1f} GB/s (read+write) |")
-        for r in run(args.rows, args.batch, args.repeat, threads, bandwidth, args.batches):
+        lines.append(f"| memory copy | {threads} | | | | | | {bandwidth / 1e9:.1f} GB/s (read+write) |")
+        for r in run(args.rows, args.batch, args.repeat, args.block, threads, bandwidth, args.batches):
             lines.append(f"| {r['what']} | {r['threads']} | {r['baseline']} | {r['base_ms']:.3f} | "
-                         f"{r['ours_ms']:.3f} | {r['speedup']:.1f}x | {r['memory']} |")
+                         f"{r['ours_ms']:.3f} | {r['speedup']:.1f}x | {r['alternating']:.1f}x | {r['memory']} |")
             print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"Command: python bench/bench_embedding.py --rows {args.rows} --batch {args.batch} "
-                    f"--repeat {args.repeat} --threads {args.threads} --batches {args.batches}\n"
+                    f"--repeat {args.repeat} --block {args.block} --threads {args.threads} --batches {args.batches}\n"
                     f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
                     f"load average {load:.2f} before the run)\n\n{text}\n")
 
