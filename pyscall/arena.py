@@ -15,7 +15,8 @@ Semantics shared by every operation:
 - an operation that would need more than ``budget_bytes`` raises
   :class:`pyscall.errors.BudgetExceededError`; bad input raises IndexError
   (ids), ValueError (widths, shapes) or TypeError (dtypes). In every such case
-  widths, values, optimizer state and statistics are unchanged.
+  widths, values, optimizer state and statistics are unchanged; so they are when
+  a buffer cannot be allocated (out of memory) while the rows move.
 - ``budget_bytes`` covers weight, per-element state and per-row state (float32).
   ``companions`` (extra flat tensors with the weight's layout, e.g. a torch
   optimizer's ``exp_avg``) move with the rows but do not count toward it.
@@ -43,6 +44,25 @@ def _cpu_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
     buffer = torch.empty(numel, dtype=dtype)
     _C.advise_huge_pages(buffer.data_ptr(), buffer.numel() * buffer.element_size())
     return buffer
+
+
+def _grow(buffers: list, old: int, allocate: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Swaps each buffer for a longer one from ``allocate`` holding its values, zeros after them
+    (free space stays defined for whole-buffer optimizers). One at a time, so that the old buffers
+    are freed as it goes; when an allocation fails, the buffers already grown go back to their old
+    length (a view: nothing left to allocate) and the error propagates."""
+    done = []
+    try:
+        for b in buffers:
+            grown = allocate(b)
+            grown[:old] = b.data
+            grown[old:] = 0
+            b.data = grown
+            done.append(b)
+    except BaseException:
+        for b in done:
+            b.data = b.data[:old]
+        raise
 
 
 def _int_array(x, what: str) -> np.ndarray:
@@ -196,10 +216,10 @@ class RaggedArena:
         companions = self._check_companions(companions)
         first = self.num_rows
         init = self._initial_values(widths)
-        plan = self._arena.append(widths)
-        self._apply(plan, companions)
-        for i, rs in enumerate(self.row_state):
-            self.row_state[i].data = torch.cat([rs, rs.new_zeros(widths.size)])
+        row_state = [torch.cat([rs, rs.new_zeros(widths.size)]) for rs in self.row_state]
+        self._layout(lambda: self._arena.append(widths), companions)
+        for rs, grown in zip(self.row_state, row_state):
+            rs.data = grown
         if init is not None:
             self._write_new_rows(first, init)
         return torch.arange(first, self.num_rows, dtype=torch.int64)
@@ -215,27 +235,27 @@ class RaggedArena:
             raise ValueError(f"widths must be an int or match ids ({ids.size} entries), "
                              f"got {widths.size}")
         companions = self._check_companions(companions)
-        self._apply(self._arena.resize(ids, widths), companions)
+        self._layout(lambda: self._arena.resize(ids, widths), companions)
 
     def set_widths(self, widths, companions: Sequence[torch.Tensor] = ()) -> None:
         """Every row at once (``num_rows`` widths). Capacity becomes the total width when that grows
         it or frees more than 1/8 of it; otherwise it is kept (``compact()`` trims exactly)."""
         widths = _int_array(widths, "widths")
         companions = self._check_companions(companions)
-        self._apply(self._arena.set_widths(widths), companions)
+        self._layout(lambda: self._arena.set_widths(widths), companions)
 
     def release(self, ids, companions: Sequence[torch.Tensor] = ()) -> None:
         """Frees the rows' storage (width 0) and zeroes their per-row state."""
         ids = _int_array(ids, "ids")
         companions = self._check_companions(companions)
-        self._apply(self._arena.release(ids), companions)
+        self._layout(lambda: self._arena.release(ids), companions)
         for rs in self.row_state:
             rs[torch.from_numpy(ids.astype(np.int64, copy=False)).to(rs.device)] = 0
 
     def compact(self, companions: Sequence[torch.Tensor] = ()) -> None:
         """Packs every row from offset 0 (fragmentation 0) and trims capacity."""
         companions = self._check_companions(companions)
-        self._apply(self._arena.compact(), companions)
+        self._layout(lambda: self._arena.compact(), companions)
 
     # ---- inspection -------------------------------------------------------
     def validate(self) -> None:
@@ -286,9 +306,25 @@ class RaggedArena:
                 raise ValueError(f"companions[{i}] must be on {self.weight.device}, got {c.device}")
         return companions
 
-    def _apply(self, plan, companions) -> None:
-        """Grow buffers, replay the plan on each, trim: the one place data moves."""
-        buffers = [self.weight, *self.state, *companions]
+    def _layout(self, operation: Callable, companions) -> None:
+        """Runs one layout operation of the C++ arena, then moves the data after it. When the data
+        cannot follow (out of memory for a buffer), the arena undoes the operation's metadata and
+        the error propagates: the table is unchanged."""
+        # Re-layouts move out of place on a GPU, so that there even one at an unchanged capacity
+        # allocates; on the CPU it runs in place and the arena need not journal it.
+        self._arena.set_relayout_allocates(self.weight.device.type == "cuda")
+        plan = operation()
+        try:
+            self._apply(plan, [self.weight, *self.state, *companions])
+        except BaseException:
+            self._arena.undo()  # a no-op once _apply has committed
+            self._refresh()
+            raise
+
+    def _apply(self, plan, buffers) -> None:
+        """Replays the plan on the buffers: the one place data moves. Every buffer it needs is
+        allocated first, leaving the buffers as they were if that fails; then it commits the arena's
+        journal (the metadata can no longer go back) and moves the data."""
         if self.weight.device.type == "cuda":
             self._apply_cuda(plan, buffers)
             return
@@ -298,6 +334,7 @@ class RaggedArena:
         if new != old and len(steps) == 1 and steps[0].ordered:
             # A re-layout that changes capacity: move once into fresh buffers.
             fresh = [_cpu_buffer(new, b.dtype) for b in buffers]
+            self._arena.commit()
             _C.apply_relayout_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
                                   [(f.data_ptr(), f.element_size(), f.numel()) for f in fresh],
                                   threads)
@@ -308,19 +345,15 @@ class RaggedArena:
             self._refresh()
             return
         if new > old:
-            for b in buffers:
-                grown = _cpu_buffer(new, b.dtype)
-                grown[:old] = b.data
-                grown[old:] = 0  # free space: keep it defined for whole-buffer optimizers
-                b.data = grown
+            _grow(buffers, old, lambda b: _cpu_buffer(new, b.dtype))
+        trimmed = [_cpu_buffer(new, b.dtype) for b in buffers] if new < old else []
+        self._arena.commit()
         if steps:
             _C.apply_plan_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
                               threads)
-        if new < old:
-            for b in buffers:
-                trimmed = _cpu_buffer(new, b.dtype)
-                trimmed.copy_(b.data[:new])
-                b.data = trimmed
+        for b, t in zip(buffers, trimmed):
+            t.copy_(b.data[:new])
+            b.data = t
         self._refresh()
 
     def _apply_cuda(self, plan, buffers) -> None:
@@ -328,24 +361,36 @@ class RaggedArena:
         from .cuda_move import move_rows
         old, new = self.weight.numel(), plan.capacity_after
         device = self.weight.device
+        moves = [[torch.from_numpy(a).to(device, non_blocking=False) for a in (s.src, s.dst, s.copy, s.total)]
+                 for s in plan.steps]
+        if [s.ordered for s in plan.steps] == [True]:
+            # One re-layout: straight into buffers of the new capacity.
+            fresh = [torch.zeros(new, dtype=b.dtype, device=device) for b in buffers]
+            self._arena.commit()
+            for b, f in zip(buffers, fresh):
+                move_rows(b.data, f, *moves[0])
+                b.data = f
+            self._refresh()
+            return
+        size = max(old, new)
+        # An ordered step moves into a spare buffer; the buffer it leaves is the next one's spare.
+        spare = [torch.empty(size, dtype=b.dtype, device=device) for b in buffers] \
+            if any(s.ordered for s in plan.steps) else []
+        trimmed = [torch.empty(new, dtype=b.dtype, device=device) for b in buffers] if new < old else []
         if new > old:
-            for b in buffers:
-                grown = torch.zeros(new, dtype=b.dtype, device=device)
-                grown[:old] = b.data
-                b.data = grown
-        for step in plan.steps:
-            moves = [torch.from_numpy(a).to(device, non_blocking=False)
-                     for a in (step.src, step.dst, step.copy, step.total)]
-            for b in buffers:
+            _grow(buffers, old, lambda b: torch.empty(new, dtype=b.dtype, device=device))
+        self._arena.commit()
+        for step, m in zip(plan.steps, moves):
+            for i, b in enumerate(buffers):
                 if step.ordered:
-                    fresh = torch.zeros_like(b.data)
-                    move_rows(b.data, fresh, *moves)
-                    b.data = fresh
+                    spare[i].zero_()
+                    move_rows(b.data, spare[i], *m)
+                    spare[i], b.data = b.data, spare[i]
                 else:
-                    move_rows(b.data, b.data, *moves)
-        if new < old:
-            for b in buffers:
-                b.data = b.data[:new].clone()
+                    move_rows(b.data, b.data, *m)
+        for b, t in zip(buffers, trimmed):
+            t.copy_(b.data[:new])
+            b.data = t
         self._refresh()
 
     def _initial_values(self, widths: np.ndarray) -> torch.Tensor | None:

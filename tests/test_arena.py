@@ -201,6 +201,53 @@ def test_budget_failure_changes_nothing(op):
     a.validate()
 
 
+def _metadata(arena):
+    stats = arena.stats()
+    return arena.offsets.tolist(), arena.widths.tolist(), arena.capacity, arena.used, \
+        {k: stats[k] for k in ("free_bytes", "largest_free_bytes", "free_extents", "fragmentation")}
+
+
+@pytest.mark.parametrize("op", ["append", "resize_few", "resize_many", "set_widths", "release", "compact"])
+def test_arena_undo_reverts_each_operation(op):
+    # The journal the module uses when a buffer cannot be allocated: with every re-layout treated
+    # as allocating (as on a GPU), each operation is undone exactly, free extents included.
+    rng = np.random.default_rng(3)
+    a = _C.Arena(16, 4, 0, -1)
+    a.set_relayout_allocates(True)
+    a.append(rng.integers(0, 17, 50).astype(np.int32))
+    a.release(np.arange(0, 50, 3))
+    a.resize(np.arange(1, 50, 10), np.full(5, 16, dtype=np.int32))  # fragments the free space
+    assert a.stats()["free_extents"] > 1
+    a.commit()
+    before = _metadata(a)
+    {"append": lambda: a.append(rng.integers(0, 17, 7).astype(np.int32)),
+     "resize_few": lambda: a.resize(np.array([2, 4, 4]), np.array([16, 1, 9], dtype=np.int32)),
+     "resize_many": lambda: a.resize(np.arange(50), rng.integers(0, 17, 50).astype(np.int32)),
+     "set_widths": lambda: a.set_widths(rng.integers(0, 17, 50).astype(np.int32)),
+     "release": lambda: a.release(np.array([1, 5, 7])),
+     "compact": lambda: a.compact()}[op]()
+    assert _metadata(a) != before
+    a.undo()
+    assert _metadata(a) == before
+    a.validate()
+    a.undo()  # once undone (or committed), undo does nothing
+    assert _metadata(a) == before
+
+
+def test_arena_undo_refuses_an_in_place_relayout():
+    # On the CPU a re-layout at the capacity the operation started with runs in place and
+    # allocates nothing, so the arena keeps no copy for it and cannot undo it.
+    a = _C.Arena(8, 4, 0, -1)
+    a.append(np.array([3, 5, 2], dtype=np.int32))
+    a.resize(np.array([1]), np.array([1], dtype=np.int32))
+    a.commit()
+    a.compact()  # trims capacity: undoable
+    a.undo()
+    a.set_widths(np.array([3, 4, 2], dtype=np.int32))  # 9 of 10 elements: keeps the capacity
+    with pytest.raises(RuntimeError, match="cannot be undone"):
+        a.undo()
+
+
 def test_budget_error_is_runtime_error_and_raised_by_constructor():
     assert issubclass(BudgetExceededError, RuntimeError)
     with pytest.raises(BudgetExceededError):

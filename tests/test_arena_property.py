@@ -1,4 +1,6 @@
 """Long random operation sequences against a plain Python model of the rows."""
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -14,10 +16,9 @@ class CheckedArena(RaggedArena):
     """Checks every plan before replaying it: unordered steps are independent,
     and ordered steps give the same rows when run out of place (the GPU rule)."""
 
-    def _apply(self, plan, companions):
-        buffers = [self.weight, *self.state, *companions]
+    def _apply(self, plan, buffers):
         old = [b.detach().double().numpy().copy() for b in buffers]
-        super()._apply(plan, companions)
+        super()._apply(plan, buffers)
         for step in plan.steps:
             src, dst, copy, total = (np.asarray(x) for x in (step.src, step.dst, step.copy,
                                                            step.total))
@@ -178,3 +179,95 @@ def test_random_sequences_match_model(state, data, seed):
                 assert arena.memory_stats()["fragmentation"] == 0
                 assert arena.memory_stats()["free_bytes"] == 0
         check(arena, model, buffers(), bpe, bpr)
+
+
+class _InjectedOOM(RuntimeError):
+    pass
+
+
+def _layout_of(arena, companion):
+    """Everything an operation may change: metadata, statistics and every buffer, bit for bit
+    (not the bytes of spare vector capacity and recycled plan storage the arena keeps)."""
+    stats = {k: v for k, v in arena.memory_stats().items() if k not in ("metadata_bytes", "scratch_bytes")}
+    return (arena.widths.tolist(), arena.offsets.tolist(), arena.capacity, stats,
+            [b.detach().clone() for b in (arena.weight, *arena.state, companion, *arena.row_state)])
+
+
+def _assert_same_layout(a, b):
+    assert a[:4] == b[:4]
+    assert len(a[4]) == len(b[4])
+    for x, y in zip(a[4], b[4]):
+        assert torch.equal(x, y)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_out_of_memory_while_moving_data_changes_nothing(data, seed):
+    """An allocation that fails while an operation moves its data (the k-th buffer of the op)
+    leaves the table exactly as it was, and the operation then runs as it would have: a twin
+    arena that never failed makes the same layout decisions (so the free extents came back too)."""
+    import pyscall.arena as arena_module
+    rng = np.random.default_rng(seed)
+    n0 = data.draw(st.integers(0, 30), label="rows")
+    widths0 = rng.integers(0, D_MAX + 1, n0).tolist()
+    budget = None
+    if data.draw(st.booleans(), label="budgeted"):
+        budget = int((sum(widths0) + data.draw(st.integers(0, 100))) * 12 + (n0 + 10) * 4)
+    init = lambda numel, dtype, device: torch.arange(1, numel + 1, dtype=dtype)  # noqa: E731
+    arenas = [RaggedArena(n0, D_MAX, widths0, state_per_element=2, state_per_row=1,
+                          budget_bytes=budget, row_init=init) for _ in range(2)]
+    companions = [torch.zeros(a.capacity, dtype=torch.float64) for a in arenas]
+    real_buffer = arena_module._cpu_buffer
+    for _ in range(data.draw(st.integers(1, 20), label="steps")):
+        values = rng.random(arenas[0].capacity * 4 + arenas[0].num_rows) + 1.0
+        for a, c in zip(arenas, companions):  # the same values in both twins
+            with torch.no_grad():
+                for k, buf in enumerate((a.weight, *a.state, c)):
+                    buf.copy_(torch.from_numpy(values[k * a.capacity:(k + 1) * a.capacity]))
+                a.row_state[0].copy_(torch.from_numpy(values[4 * a.capacity:]))
+        op, n = data.draw(ops), arenas[0].num_rows
+        if op == "append":
+            args = (rng.integers(0, D_MAX + 1, rng.integers(0, 6)),)
+        elif op in ("resize", "resize_one"):
+            if n == 0:
+                continue
+            k = 1 if op == "resize_one" else int(rng.integers(1, n + 3))
+            args = (rng.integers(0, n, k), rng.integers(0, D_MAX + 1, k))
+        elif op == "set_widths":
+            args = (rng.integers(0, D_MAX + 1, n),)
+        elif op == "release":
+            if n == 0:
+                continue
+            args = (rng.integers(0, n, rng.integers(1, 4)),)
+        else:
+            args = ()
+        run = lambda a, c: getattr(a, op.replace("_one", ""))(*args, companions=[c])  # noqa: E731
+        fail_at = data.draw(st.integers(0, 3), label="failing allocation")
+        calls = [0]
+
+        def failing(numel, dtype):
+            calls[0] += 1
+            if calls[0] > fail_at:
+                raise _InjectedOOM("injected: out of memory")
+            return real_buffer(numel, dtype)
+
+        before = _layout_of(arenas[0], companions[0])
+        try:
+            with mock.patch.object(arena_module, "_cpu_buffer", failing):
+                run(arenas[0], companions[0])
+            failed = False
+        except _InjectedOOM:
+            failed = True
+        except BudgetExceededError:
+            continue  # refused up front in both twins alike
+        if failed:
+            arenas[0].validate()
+            _assert_same_layout(_layout_of(arenas[0], companions[0]), before)
+            run(arenas[0], companions[0])
+        run(arenas[1], companions[1])
+        for a in arenas:
+            a.validate()
+        _assert_same_layout(_layout_of(arenas[0], companions[0]), _layout_of(arenas[1], companions[1]))
+        for i, a in enumerate(arenas):  # companions follow the capacity
+            if companions[i].numel() != a.capacity:
+                raise AssertionError("companion did not follow the capacity")

@@ -94,7 +94,7 @@ bool Arena::grow_tail(int64_t need, int64_t rows) {
   if (min_cap > limit) return false;
   // 1.5x amortises buffer reallocation; the budget caps it.
   const int64_t want = std::min(std::max(min_cap, capacity_ + capacity_ / 2), limit);
-  free_.release(capacity_, want - capacity_);
+  free_release(capacity_, want - capacity_);
   capacity_ = want;
   return true;
 }
@@ -134,6 +134,10 @@ Step Arena::take_step(bool ordered) {
 // of place.
 void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t new_used,
                      int64_t capacity_after, Plan& plan) {
+  // Only a re-layout whose buffers get allocated can fail to apply and need undoing: one that
+  // changes the capacity the operation started with, or any on a device that moves out of place.
+  if (journal_.snapshot || capacity_after != journal_.capacity || relayout_allocates_) snapshot();
+  else journal_.reversible = false;
   const int64_t n = num_rows();
   Step step = take_step(true);
   const bool id_order = id_order_ || live_rows_in_id_order();
@@ -234,16 +238,17 @@ Arena::PlanPtr Arena::append(const std::vector<int32_t>& widths) {
   const int64_t rows = num_rows() + static_cast<int64_t>(widths.size());
   check_budget(used_ + total, rows, "append");
 
+  begin_journal();
   Plan& plan = start_plan();
   const int64_t limit = capacity_limit(rows);
   // The new rows' per-row state can leave too little room for the current
   // capacity: then a compaction trims it (below).
   int64_t base = -1;
   if (capacity_ <= limit && total > 0) {
-    base = free_.take_best_fit(total);
+    base = free_take_best_fit(total);
     if (base < 0 && grow_tail(total, rows)) {
       base = capacity_ - free_.length_ending_at(capacity_);
-      free_.take_head(base, total);
+      free_take_head(base, total);
     }
   }
   const bool fast = capacity_ <= limit && (total == 0 || base >= 0);
@@ -285,6 +290,7 @@ Arena::PlanPtr Arena::set_widths(const std::vector<int32_t>& widths) {
   check_budget(total, num_rows(), "set_widths");
   // Keeping capacity avoids reallocating (and faulting in) every buffer.
   const bool trim = total > capacity_ || (capacity_ - total) * kTrimFraction > capacity_;
+  begin_journal();
   Plan& plan = start_plan();
   relayout(widths, total, trim ? total : capacity_, plan);
   plan.capacity_after = capacity_;
@@ -292,6 +298,7 @@ Arena::PlanPtr Arena::set_widths(const std::vector<int32_t>& widths) {
 }
 
 Arena::PlanPtr Arena::compact() {
+  begin_journal();
   Plan& plan = start_plan();
   relayout(widths_, used_, used_, plan);
   plan.capacity_after = capacity_;
@@ -300,13 +307,13 @@ Arena::PlanPtr Arena::compact() {
 
 Arena::PlanPtr Arena::release(const std::vector<int64_t>& ids) {
   check_ids(ids);
+  begin_journal();
   Plan& plan = start_plan();
   for (int64_t id : ids) {
     if (widths_[id] == 0) continue;
-    free_.release(offsets_[id], widths_[id]);
+    free_release(offsets_[id], widths_[id]);
     used_ -= widths_[id];
-    widths_[id] = 0;
-    offsets_[id] = 0;
+    set_row(id, 0, 0);
   }
   compact_if_fragmented(plan);
   plan.capacity_after = capacity_;
@@ -331,6 +338,7 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
       new_widths[ids[i]] = widths[i];
     }
     check_budget(total, n, "resize");
+    begin_journal();
     Plan& plan = start_plan();
     relayout(new_widths, total, std::max(capacity_, total), plan);
     plan.capacity_after = capacity_;
@@ -352,14 +360,14 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
     (w < widths_[id] ? shrinks : grows).emplace_back(id, w);
   }
   check_budget(total, n, "resize");
+  begin_journal();
   Plan& plan = start_plan();
 
   // Shrinks free their tails and move nothing.
   for (auto [id, w] : shrinks) {
-    free_.release(offsets_[id] + w, widths_[id] - w);
+    free_release(offsets_[id] + w, widths_[id] - w);
     used_ -= widths_[id] - w;
-    widths_[id] = w;
-    if (w == 0) offsets_[id] = 0;
+    set_row(id, w == 0 ? 0 : offsets_[id], w);
   }
   // Grows: in place when the next extent is free, else relocate. Old extents
   // are freed only when the step closes, so every move in a step reads a
@@ -369,21 +377,21 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
   auto close_step = [&] {
     if (step.size() > 0) plan.steps.push_back(std::move(step));
     step = Step();
-    for (auto [off, len] : deferred) free_.release(off, len);
+    for (auto [off, len] : deferred) free_release(off, len);
     deferred.clear();
   };
   for (size_t g = 0; g < grows.size(); ++g) {
     const auto [id, w] = grows[g];
     const int64_t old = widths_[id], off = offsets_[id];
-    auto grow_in_place = [&] { return old > 0 && free_.take_head(off + old, w - old); };
+    auto grow_in_place = [&] { return old > 0 && free_take_head(off + old, w - old); };
     bool in_place = grow_in_place();
-    int64_t dst = in_place ? off : free_.take_best_fit(w);
+    int64_t dst = in_place ? off : free_take_best_fit(w);
     if (!in_place && dst < 0 && !deferred.empty()) {
       close_step();
       in_place = grow_in_place();
-      dst = in_place ? off : free_.take_best_fit(w);
+      dst = in_place ? off : free_take_best_fit(w);
     }
-    if (!in_place && dst < 0 && grow_tail(w, n)) dst = free_.take_best_fit(w);
+    if (!in_place && dst < 0 && grow_tail(w, n)) dst = free_take_best_fit(w);
     if (!in_place && dst < 0) {
       // The budget allows no more capacity: compact with every remaining
       // grow applied; the up-front budget check guarantees it fits.
@@ -397,14 +405,94 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
     step.push(old > 0 ? off : dst, dst, old, w);
     if (!in_place && old > 0) deferred.emplace_back(off, old);
     if (dst != off) id_order_ = false;
-    offsets_[id] = dst;
-    widths_[id] = w;
+    set_row(id, dst, w);
     used_ += w - old;
   }
   close_step();
   compact_if_fragmented(plan);
   plan.capacity_after = capacity_;
   return plan_;
+}
+
+void Arena::begin_journal() {
+  commit();
+  journal_.open = journal_.reversible = true;
+  journal_.rows = num_rows();
+  journal_.capacity = capacity_;
+  journal_.used = used_;
+  journal_.id_order = id_order_;
+}
+
+void Arena::set_row(int64_t id, int64_t off, int32_t w) {
+  if (!journal_.snapshot && journal_.reversible)
+    journal_.changes.push_back({Change::kRow, widths_[id], id, offsets_[id]});
+  offsets_[id] = off;
+  widths_[id] = w;
+}
+
+void Arena::free_release(int64_t off, int64_t len) {
+  free_.release(off, len);
+  if (!journal_.snapshot && journal_.reversible && len > 0) journal_.changes.push_back({Change::kReleased, 0, off, len});
+}
+
+int64_t Arena::free_take_best_fit(int64_t len) {
+  const int64_t off = free_.take_best_fit(len);
+  if (!journal_.snapshot && journal_.reversible && off >= 0 && len > 0)
+    journal_.changes.push_back({Change::kTaken, 0, off, len});
+  return off;
+}
+
+bool Arena::free_take_head(int64_t off, int64_t len) {
+  const bool taken = free_.take_head(off, len);
+  if (!journal_.snapshot && journal_.reversible && taken && len > 0)
+    journal_.changes.push_back({Change::kTaken, 0, off, len});
+  return taken;
+}
+
+void Arena::snapshot() {
+  if (journal_.snapshot) return;
+  journal_.snapshot = true;
+  journal_.offsets = offsets_;
+  journal_.widths = widths_;
+  journal_.free = std::move(free_);  // relayout, the only caller, rebuilds free_ from scratch
+  free_.clear();
+}
+
+void Arena::undo() {
+  Journal& j = journal_;
+  if (!j.open) return;
+  if (!j.reversible)
+    throw std::logic_error("arena: this operation re-laid the rows out in place and cannot be undone");
+  if (j.snapshot) {
+    offsets_.assign(j.offsets.begin(), j.offsets.end());
+    widths_.assign(j.widths.begin(), j.widths.end());
+    free_ = std::move(j.free);
+  }
+  for (auto c = j.changes.rbegin(); c != j.changes.rend(); ++c) {
+    switch (c->kind) {
+      case Change::kRow:
+        offsets_[c->a] = c->b;
+        widths_[c->a] = c->w;
+        break;
+      case Change::kReleased: free_.carve(c->a, c->b); break;
+      case Change::kTaken: free_.release(c->a, c->b); break;
+    }
+  }
+  offsets_.resize(static_cast<size_t>(j.rows));
+  widths_.resize(static_cast<size_t>(j.rows));
+  capacity_ = j.capacity;
+  used_ = j.used;
+  id_order_ = j.id_order;
+  commit();
+}
+
+void Arena::commit() {
+  Journal& j = journal_;
+  j.open = j.snapshot = false;
+  std::vector<Change>().swap(j.changes);
+  std::vector<int64_t>().swap(j.offsets);
+  std::vector<int32_t>().swap(j.widths);
+  j.free.clear();
 }
 
 ArenaStats Arena::stats() const {
@@ -427,7 +515,10 @@ ArenaStats Arena::stats() const {
   size_t scratch = spare_.capacity();
   if (plan_)
     for (const Step& st : plan_->steps) scratch += st.capacity();
-  s.scratch_bytes = static_cast<int64_t>(scratch * 4 * sizeof(int64_t));
+  s.scratch_bytes = static_cast<int64_t>(
+      scratch * 4 * sizeof(int64_t) + journal_.changes.capacity() * sizeof(Change) +
+      journal_.offsets.capacity() * sizeof(int64_t) + journal_.widths.capacity() * sizeof(int32_t) +
+      journal_.free.metadata_bytes());
   return s;
 }
 

@@ -1,6 +1,9 @@
 // Metadata of a ragged arena: per-row offset and width, free extents, budget.
 // Holds no data: every layout operation validates its input, checks the
 // budget, mutates the metadata and returns the Plan that moves the data.
+// An operation also keeps a journal of what it changed, so that a caller
+// that cannot replay the plan (out of memory growing its buffers) can undo()
+// it; commit() drops the journal once the data has moved.
 //
 // Plan storage is reused: a plan of a million rows is 32 MB, and faulting
 // fresh pages in costs more than the re-layout itself. The arena keeps its
@@ -30,7 +33,7 @@ struct ArenaStats {
   double fragmentation;
   int64_t num_rows, total_width, bytes_per_element, bytes_per_row, metadata_bytes,
       budget_bytes, free_extents;
-  int64_t scratch_bytes;  // plan arrays kept for reuse (not metadata: bounded by the last plan)
+  int64_t scratch_bytes;  // plan arrays kept for reuse and an uncommitted journal (not metadata)
 };
 
 class Arena {
@@ -56,6 +59,17 @@ class Arena {
   // A new budget (< 0: none); throws BudgetError, changing nothing, when the
   // current capacity would not fit in it.
   void set_budget(int64_t budget_bytes);
+  // Reverts the metadata of the last layout operation (valid until commit()
+  // or the next operation; a no-op after either). The plan it returned must
+  // not have been replayed. An operation whose buffers need no allocation
+  // (a re-layout at the capacity it started with, replayed in place) keeps
+  // no journal: undo() then throws std::logic_error.
+  void undo();
+  // Whether every re-layout's plan is replayed into new buffers (true on a
+  // GPU), so that even one at an unchanged capacity must be undoable.
+  void set_relayout_allocates(bool allocates) { relayout_allocates_ = allocates; }
+  // Forgets what undo() would need (a re-layout's copy of the metadata).
+  void commit();
   // Throws std::runtime_error naming the first broken invariant.
   void validate() const;
   ArenaStats stats() const;
@@ -100,6 +114,31 @@ class Arena {
   void compact_if_fragmented(Plan& plan);
   void reserve_rows(size_t n);
 
+  // The journal. Every change of the metadata goes through these, so that
+  // undo() can revert them newest first. A re-layout rewrites every row and
+  // the free extents: it copies them whole instead, and once that copy exists
+  // nothing later needs recording (restoring it reverts every later change).
+  void begin_journal();
+  void set_row(int64_t id, int64_t off, int32_t w);
+  void free_release(int64_t off, int64_t len);
+  int64_t free_take_best_fit(int64_t len);
+  bool free_take_head(int64_t off, int64_t len);
+  void snapshot();  // relayout's: takes the free extents, which it then rebuilds
+  struct Change {
+    enum Kind : int32_t { kRow, kReleased, kTaken } kind;
+    int32_t w;       // kRow: the old width
+    int64_t a, b;    // kRow: id, old offset; else the extent's offset and length
+  };
+  struct Journal {
+    bool open = false, snapshot = false, reversible = true;
+    int64_t rows = 0, capacity = 0, used = 0;
+    bool id_order = true;
+    std::vector<Change> changes;
+    std::vector<int64_t> offsets;
+    std::vector<int32_t> widths;
+    FreeExtents free;
+  } journal_;
+
   std::shared_ptr<Plan> plan_;  // the last plan handed out
   Step spare_;                   // storage of a recycled step, for the next take_step
   std::vector<int64_t> offsets_;
@@ -110,6 +149,7 @@ class Arena {
   FreeExtents free_;
   int64_t capacity_ = 0, used_ = 0;
   int64_t d_max_, bytes_per_element_, bytes_per_row_, budget_bytes_;
+  bool relayout_allocates_ = false;
 };
 
 }  // namespace pyscall

@@ -99,6 +99,9 @@ void bind_arena(py::module_& m) {
         return a.release(read_ints<int64_t>(ids, "ids"));
       })
       .def("compact", &Arena::compact)
+      .def("undo", &Arena::undo, "reverts the last layout operation's metadata (its plan not replayed)")
+      .def("commit", &Arena::commit, "forgets what undo() would need")
+      .def("set_relayout_allocates", &Arena::set_relayout_allocates, py::arg("allocates"))
       .def("set_budget", &Arena::set_budget, py::arg("budget_bytes"))
       .def("validate", &Arena::validate)
       .def("stats", [](const Arena& a) {

@@ -1,5 +1,6 @@
 #include "arena/free_extents.h"
 
+#include <iterator>
 #include <stdexcept>
 #include <string>
 
@@ -64,6 +65,19 @@ bool FreeExtents::take_head(int64_t off, int64_t len) {
   erase(it);
   if (have > len) insert(off + len, have - len);
   return true;
+}
+
+void FreeExtents::carve(int64_t off, int64_t len) {
+  if (len <= 0) return;
+  auto it = by_offset_.upper_bound(off);
+  if (it == by_offset_.begin() || std::prev(it)->first + std::prev(it)->second < off + len)
+    throw std::logic_error("arena: [" + std::to_string(off) + ", " + std::to_string(off + len) +
+                           ") is not free");
+  --it;
+  const int64_t start = it->first, end = it->first + it->second;
+  erase(it);
+  if (start < off) insert(start, off - start);
+  if (off + len < end) insert(off + len, end - off - len);
 }
 
 int64_t FreeExtents::length_ending_at(int64_t end) const {

@@ -24,6 +24,8 @@ class FreeExtents {
   // Takes [off, off + len) when a free extent starts exactly at off and is
   // long enough (in-place growth of the row ending at off).
   bool take_head(int64_t off, int64_t len);
+  // Takes [off, off + len), which must lie inside one free extent (undoes a release).
+  void carve(int64_t off, int64_t len);
   // Length of the free extent ending at `end` (0 if none).
   int64_t length_ending_at(int64_t end) const;
 
