@@ -211,6 +211,26 @@ def test_flat_grad_deterministic_across_threads():
     assert torch.equal(results[0], ref)
 
 
+def test_flat_grad_groups_ids_of_a_large_table_in_position_order():
+    # 2^23 + 3 rows: the radix sort of (id, position) keys takes three 11-bit passes over the id bits.
+    rows, d_max = (1 << 23) + 3, 2
+    g = torch.Generator().manual_seed(9)
+    touched = torch.tensor([0, 1, 2047, 2048, (1 << 22) + 1, rows - 2, rows - 1])
+    ids = touched[torch.randint(0, touched.numel(), (600,), generator=g)]
+    widths = torch.zeros(rows, dtype=torch.int32)
+    widths[touched] = torch.tensor([2, 1, 2, 2, 1, 2, 2], dtype=torch.int32)
+    offsets = torch.zeros(rows, dtype=torch.int64)
+    offsets[touched] = torch.cumsum(widths[touched].long(), 0) - widths[touched].long()
+    capacity = int(widths.sum())
+    grad = torch.randn(600, d_max, generator=g) * 1e3
+    out = K.flat_grad(grad, ids, None, None, None, offsets, widths, capacity)
+    ref = torch.zeros(capacity)
+    for k, i in enumerate(ids.tolist()):  # sequential sum in position order, exactly
+        o, w = int(offsets[i]), int(widths[i])
+        ref[o:o + w] += grad[k, :w]
+    assert torch.equal(out, ref)
+
+
 # ---------------------------------------------------------------------------------------------
 # fused optimizers
 

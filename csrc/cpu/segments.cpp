@@ -1,42 +1,54 @@
-// LSD radix sort of (id, position) pairs: O(n) per 11-bit digit of num_rows - 1 (two passes for a
-// million rows), stable, so each id's positions stay in batch order.
+// LSD radix sort of the batch positions by id: each (id, position) pair packed into one 64-bit key,
+// position in the low bits, sorted on the id bits only (11-bit digits: two passes for a million
+// rows). Stable, so each id's positions stay in batch order.
 #include "segments.h"
 
 #include <array>
-#include <utility>
+#include <stdexcept>
 
 namespace pyscall::cpu {
 namespace {
-struct Pair {
-  int64_t id;
-  int64_t pos;
-};
 constexpr int kDigitBits = 11;
-constexpr int64_t kDigits = int64_t(1) << kDigitBits;
+constexpr uint32_t kDigits = uint32_t(1) << kDigitBits;
+
+int bit_width(uint64_t x) {
+  int b = 0;
+  while (x >> b) ++b;
+  return b;
+}
 }  // namespace
 
 Segments group_by_row(const int64_t* ids, int64_t n, int64_t num_rows) {
-  std::vector<Pair> a(n), b(n);
-  for (int64_t k = 0; k < n; ++k) a[k] = {ids[k], k};
-  const uint64_t max_id = num_rows > 0 ? static_cast<uint64_t>(num_rows - 1) : 0;
-  for (int shift = 0; shift < 64 && (max_id >> shift) != 0; shift += kDigitBits) {
-    std::array<int64_t, kDigits> count{};
-    for (const Pair& p : a) ++count[(static_cast<uint64_t>(p.id) >> shift) & (kDigits - 1)];
-    int64_t sum = 0;
-    for (int64_t& c : count) sum += std::exchange(c, sum);
-    for (const Pair& p : a) b[count[(static_cast<uint64_t>(p.id) >> shift) & (kDigits - 1)]++] = p;
+  const int pos_bits = bit_width(static_cast<uint64_t>(n));
+  const int id_bits = bit_width(num_rows > 0 ? static_cast<uint64_t>(num_rows - 1) : 0);
+  if (pos_bits + id_bits > 64)
+    throw std::invalid_argument("batch and table too large to sort: ids and positions need more than 64 bits");
+  std::vector<uint64_t> a(n), b(n);
+  for (int64_t k = 0; k < n; ++k) a[k] = static_cast<uint64_t>(ids[k]) << pos_bits | static_cast<uint64_t>(k);
+  for (int shift = pos_bits; shift < pos_bits + id_bits; shift += kDigitBits) {
+    std::array<uint32_t, kDigits> count{};
+    for (const uint64_t key : a) ++count[(key >> shift) & (kDigits - 1)];
+    uint32_t sum = 0;
+    for (uint32_t& c : count) {
+      const uint32_t here = c;
+      c = sum;
+      sum += here;
+    }
+    for (const uint64_t key : a) b[count[(key >> shift) & (kDigits - 1)]++] = key;
     a.swap(b);
   }
+  const uint64_t pos_mask = (uint64_t(1) << pos_bits) - 1;
   Segments s;
   s.pos.resize(n);
   s.row.reserve(n);
   s.start.reserve(n + 1);
   for (int64_t k = 0; k < n; ++k) {
-    if (k == 0 || a[k].id != a[k - 1].id) {
-      s.row.push_back(a[k].id);
+    const int64_t id = static_cast<int64_t>(a[k] >> pos_bits);
+    if (k == 0 || id != s.row.back()) {
+      s.row.push_back(id);
       s.start.push_back(k);
     }
-    s.pos[k] = a[k].pos;
+    s.pos[k] = static_cast<int64_t>(a[k] & pos_mask);
   }
   s.start.push_back(n);
   return s;

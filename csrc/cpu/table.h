@@ -24,24 +24,6 @@ inline bool row_ok(const Table<T>& t, int64_t i) {
   return w >= 0 && w <= t.d_max && o >= 0 && o <= t.numel - w;
 }
 
-// Ids come range-checked from the caller, but a bad id or a corrupted row must raise rather than
-// read or write out of bounds. Runs serially, outside parallel regions (no throwing inside OpenMP):
-// before a kernel that updates in place, or after a pass that found a row failing row_ok.
-// std::out_of_range becomes IndexError and std::invalid_argument ValueError in pybind11.
-template <typename T>
-void check_rows(const Table<T>& t, const int64_t* ids, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t i = ids[k];
-    if (i < 0 || i >= t.rows) throw std::out_of_range("index out of range in self");
-    const int64_t o = t.off[i], w = t.wid[i];
-    if (w < 0 || w > t.d_max || o < 0 || o > t.numel - w)
-      throw std::invalid_argument("row " + std::to_string(i) + " (offset " + std::to_string(o) +
-                                  ", width " + std::to_string(w) + ") lies outside the buffer of " +
-                                  std::to_string(t.numel) + " elements or exceeds d_max " +
-                                  std::to_string(t.d_max));
-  }
-}
-
 // One cache-line prefetch into L2, for rows read and rows about to be written alike: on Zen 4,
 // width-256 lookups ran about 1.6x faster than with prefetches into L1 (prefetcht0 / prefetchw),
 // which run out of L1 miss buffers, and the fused Adam step 10-20% faster (A/B runs, 1 thread).
@@ -72,17 +54,39 @@ constexpr int64_t kPrefetchDistance = 8;
 // Prefetches for the main loop at position k of ids[0:n]: metadata two distances ahead, the row
 // one distance ahead. Skips ids that fail row_ok: the loop reports those after it ends.
 template <typename T>
-inline void prefetch_ahead(const Table<T>& t, const int64_t* ids, int64_t k, int64_t n) {
-  if (k + 2 * kPrefetchDistance < n) {
-    const int64_t i = ids[k + 2 * kPrefetchDistance];
-    if (i >= 0 && i < t.rows) {
-      prefetch(t.off + i);
-      prefetch(t.wid + i);
-    }
+inline void prefetch_metadata(const Table<T>& t, int64_t i) {
+  if (i >= 0 && i < t.rows) {
+    prefetch(t.off + i);
+    prefetch(t.wid + i);
   }
+}
+
+template <typename T>
+inline void prefetch_ahead(const Table<T>& t, const int64_t* ids, int64_t k, int64_t n) {
+  if (k + 2 * kPrefetchDistance < n) prefetch_metadata(t, ids[k + 2 * kPrefetchDistance]);
   if (k + kPrefetchDistance < n) {
     const int64_t i = ids[k + kPrefetchDistance];
     if (row_ok(t, i)) prefetch_row(t.w + t.off[i], t.wid[i]);
+  }
+}
+
+// Ids come range-checked from the caller, but a bad id or a corrupted row must raise rather than
+// read or write out of bounds. Runs serially, outside parallel regions (no throwing inside OpenMP):
+// before a kernel that updates in place, or after a pass that found a row failing row_ok.
+// std::out_of_range becomes IndexError and std::invalid_argument ValueError in pybind11.
+template <typename T>
+void check_rows(const Table<T>& t, const int64_t* ids, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    // Each id's metadata is a cache miss of its own: overlap them.
+    if (k + 2 * kPrefetchDistance < n) prefetch_metadata(t, ids[k + 2 * kPrefetchDistance]);
+    const int64_t i = ids[k];
+    if (i < 0 || i >= t.rows) throw std::out_of_range("index out of range in self");
+    const int64_t o = t.off[i], w = t.wid[i];
+    if (w < 0 || w > t.d_max || o < 0 || o > t.numel - w)
+      throw std::invalid_argument("row " + std::to_string(i) + " (offset " + std::to_string(o) +
+                                  ", width " + std::to_string(w) + ") lies outside the buffer of " +
+                                  std::to_string(t.numel) + " elements or exceeds d_max " +
+                                  std::to_string(t.d_max));
   }
 }
 
