@@ -306,13 +306,17 @@ class RaggedArena:
                 raise ValueError(f"companions[{i}] must be on {self.weight.device}, got {c.device}")
         return companions
 
+    def _replays_out_of_place(self) -> bool:
+        """Whether plans replay with the CUDA mover, ordered steps into new buffers (a GPU table)."""
+        return self.weight.device.type == "cuda"
+
     def _layout(self, operation: Callable, companions) -> None:
         """Runs one layout operation of the C++ arena, then moves the data after it. When the data
         cannot follow (out of memory for a buffer), the arena undoes the operation's metadata and
         the error propagates: the table is unchanged."""
-        # Re-layouts move out of place on a GPU, so that there even one at an unchanged capacity
-        # allocates; on the CPU it runs in place and the arena need not journal it.
-        self._arena.set_relayout_allocates(self.weight.device.type == "cuda")
+        # A re-layout that moves out of place allocates even at an unchanged capacity; in place
+        # (on the CPU) it allocates nothing and the arena need not journal it.
+        self._arena.set_relayout_allocates(self._replays_out_of_place())
         plan = operation()
         try:
             self._apply(plan, [self.weight, *self.state, *companions])
@@ -325,7 +329,7 @@ class RaggedArena:
         """Replays the plan on the buffers: the one place data moves. Every buffer it needs is
         allocated first, leaving the buffers as they were if that fails; then it commits the arena's
         journal (the metadata can no longer go back) and moves the data."""
-        if self.weight.device.type == "cuda":
+        if self._replays_out_of_place():
             self._apply_cuda(plan, buffers)
             return
         old, new = self.weight.numel(), plan.capacity_after

@@ -1,4 +1,5 @@
 """Long random operation sequences against a plain Python model of the rows."""
+import contextlib
 from unittest import mock
 
 import numpy as np
@@ -42,6 +43,28 @@ class CheckedArena(RaggedArena):
                 work = out
             for o, w in zip(self.offsets.tolist(), self.widths.tolist()):
                 np.testing.assert_array_equal(work[o:o + w], buf_new.detach().double().numpy()[o:o + w])
+
+
+def cpu_move_rows(src_buf, dst_buf, src, dst, copy, total, *, validate=True):
+    """The CUDA mover's semantics on CPU tensors (pyscall.cuda_move.move_rows): each move copies
+    `copy` elements from src_buf[src:] to dst_buf[dst:] and zero-fills up to `total`."""
+    for s_, d, c, t in zip(src.tolist(), dst.tolist(), copy.tolist(), total.tolist()):
+        dst_buf[d:d + c] = src_buf[s_:s_ + c].clone()
+        dst_buf[d + c:d + t] = 0
+
+
+class DeviceReplayArena(CheckedArena):
+    """Replays plans as a GPU table does (`_apply_cuda`: ordered steps into new buffers, every
+    re-layout journaled), on CPU tensors, with the mover stood in by `cpu_move_rows`."""
+
+    def _replays_out_of_place(self):
+        return True
+
+
+@pytest.fixture
+def cpu_mover():
+    with mock.patch("pyscall.cuda_move.move_rows", cpu_move_rows):
+        yield
 
 
 def rand_init(numel, dtype, device):
@@ -98,10 +121,12 @@ ops = st.sampled_from(["append", "resize", "resize", "resize_one", "set_widths",
                        "compact"])
 
 
+@pytest.mark.parametrize("arena_cls", [CheckedArena, DeviceReplayArena])
 @pytest.mark.parametrize("state", [(0, 0), (2, 1)])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
-def test_random_sequences_match_model(state, data, seed):
+def test_random_sequences_match_model(arena_cls, state, data, seed, cpu_mover):
     spe, spr = state
     rng = np.random.default_rng(seed)
     n0 = data.draw(st.integers(0, 40), label="rows")
@@ -110,7 +135,7 @@ def test_random_sequences_match_model(state, data, seed):
     budget = None
     if data.draw(st.booleans(), label="budgeted"):
         budget = int((sum(widths0) + data.draw(st.integers(0, 200))) * bpe + (n0 + 10) * bpr)
-    arena = CheckedArena(n0, D_MAX, widths0, state_per_element=spe, state_per_row=spr,
+    arena = arena_cls(n0, D_MAX, widths0, state_per_element=spe, state_per_row=spr,
                          budget_bytes=budget, row_init=rand_init)
     companion = torch.zeros(arena.capacity, dtype=torch.float64)
     buffers = lambda: [arena.weight, *arena.state, companion]  # noqa: E731
@@ -200,9 +225,11 @@ def _assert_same_layout(a, b):
         assert torch.equal(x, y)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("arena_cls", [RaggedArena, DeviceReplayArena])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
-def test_out_of_memory_while_moving_data_changes_nothing(data, seed):
+def test_out_of_memory_while_moving_data_changes_nothing(arena_cls, data, seed, cpu_mover):
     """An allocation that fails while an operation moves its data (the k-th buffer of the op)
     leaves the table exactly as it was, and the operation then runs as it would have: a twin
     arena that never failed makes the same layout decisions (so the free extents came back too)."""
@@ -214,8 +241,8 @@ def test_out_of_memory_while_moving_data_changes_nothing(data, seed):
     if data.draw(st.booleans(), label="budgeted"):
         budget = int((sum(widths0) + data.draw(st.integers(0, 100))) * 12 + (n0 + 10) * 4)
     init = lambda numel, dtype, device: torch.arange(1, numel + 1, dtype=dtype)  # noqa: E731
-    arenas = [RaggedArena(n0, D_MAX, widths0, state_per_element=2, state_per_row=1,
-                          budget_bytes=budget, row_init=init) for _ in range(2)]
+    arenas = [arena_cls(n0, D_MAX, widths0, state_per_element=2, state_per_row=1,
+                        budget_bytes=budget, row_init=init) for _ in range(2)]
     companions = [torch.zeros(a.capacity, dtype=torch.float64) for a in arenas]
     real_buffer = arena_module._cpu_buffer
     for _ in range(data.draw(st.integers(1, 20), label="steps")):
@@ -245,15 +272,25 @@ def test_out_of_memory_while_moving_data_changes_nothing(data, seed):
         fail_at = data.draw(st.integers(0, 3), label="failing allocation")
         calls = [0]
 
-        def failing(numel, dtype):
-            calls[0] += 1
-            if calls[0] > fail_at:
-                raise _InjectedOOM("injected: out of memory")
-            return real_buffer(numel, dtype)
+        def failing(allocate):
+            def allocate_or_fail(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] > fail_at:
+                    raise _InjectedOOM("injected: out of memory")
+                return allocate(*args, **kwargs)
+            return allocate_or_fail
 
+        # The buffer allocations of a layout operation: _cpu_buffer on the CPU, torch.zeros / empty
+        # in the device replay.
+        patches = [mock.patch.object(arena_module, "_cpu_buffer", failing(real_buffer))] \
+            if arena_cls is RaggedArena else \
+            [mock.patch.object(arena_module.torch, "zeros", failing(torch.zeros)),
+             mock.patch.object(arena_module.torch, "empty", failing(torch.empty))]
         before = _layout_of(arenas[0], companions[0])
         try:
-            with mock.patch.object(arena_module, "_cpu_buffer", failing):
+            with contextlib.ExitStack() as stack:
+                for p in patches:
+                    stack.enter_context(p)
                 run(arenas[0], companions[0])
             failed = False
         except _InjectedOOM:
@@ -271,3 +308,44 @@ def test_out_of_memory_while_moving_data_changes_nothing(data, seed):
         for i, a in enumerate(arenas):  # companions follow the capacity
             if companions[i].numel() != a.capacity:
                 raise AssertionError("companion did not follow the capacity")
+
+
+@pytest.mark.parametrize("fail_at", range(7))
+def test_out_of_memory_in_a_device_replay_of_several_steps_changes_nothing(fail_at, cpu_mover):
+    # A resize whose first grow fits in place (an unordered step) and whose second needs the
+    # compaction the budget forces (an ordered step): the device replay allocates the buffers of
+    # both steps before either moves anything.
+    import pyscall.arena as arena_module
+    n = 64
+    a = DeviceReplayArena(n, D_MAX, [4] * n, state_per_element=1, budget_bytes=4 * n * 8,
+                          row_init=rand_init)
+    a.resize(list(range(0, 14, 2)), [2] * 7)  # 7 holes of 2 elements
+    companion = torch.arange(a.capacity, dtype=torch.float64)
+    a._arena.set_relayout_allocates(True)
+    plan = a._arena.resize(np.array([0, 1]), np.array([4, 8], dtype=np.int32))
+    assert [s.ordered for s in plan.steps] == [False, True]
+    a._arena.undo()
+    before = _layout_of(a, companion)
+    calls = [0]
+
+    def failing(allocate):
+        def allocate_or_fail(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] > fail_at:
+                raise _InjectedOOM("injected: out of memory")
+            return allocate(*args, **kwargs)
+        return allocate_or_fail
+
+    with mock.patch.object(arena_module.torch, "empty", failing(torch.empty)), \
+            mock.patch.object(arena_module.torch, "zeros", failing(torch.zeros)):
+        try:
+            a.resize([0, 1], [4, 8], companions=[companion])
+            failed = False
+        except _InjectedOOM:
+            failed = True
+    a.validate()
+    if failed:
+        _assert_same_layout(_layout_of(a, companion), before)
+    else:
+        assert a.widths[:2].tolist() == [4, 8]
+    assert failed == (fail_at < 3)  # the spare weight, state and companion buffers
