@@ -317,11 +317,10 @@ class RaggedArena:
         # A re-layout that moves out of place allocates even at an unchanged capacity; in place
         # (on the CPU) it allocates nothing and the arena need not journal it.
         self._arena.set_relayout_allocates(self._replays_out_of_place())
-        plan = operation()
         try:
-            self._apply(plan, [self.weight, *self.state, *companions])
+            self._apply(operation(), [self.weight, *self.state, *companions])
         except BaseException:
-            self._arena.undo()  # a no-op once _apply has committed
+            self._arena.undo()  # a no-op if the operation refused up front or _apply committed
             self._refresh()
             raise
 

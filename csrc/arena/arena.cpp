@@ -423,39 +423,47 @@ void Arena::begin_journal() {
   journal_.id_order = id_order_;
 }
 
+bool Arena::journaling() {
+  if (journal_.snapshot || !journal_.reversible) return false;
+  // Room first, so that recording a change cannot fail once the change is made.
+  if (journal_.changes.size() == journal_.changes.capacity())
+    journal_.changes.reserve(2 * journal_.changes.size() + 16);
+  return true;
+}
+
 void Arena::set_row(int64_t id, int64_t off, int32_t w) {
-  if (!journal_.snapshot && journal_.reversible)
-    journal_.changes.push_back({Change::kRow, widths_[id], id, offsets_[id]});
+  if (journaling()) journal_.changes.push_back({Change::kRow, widths_[id], id, offsets_[id]});
   offsets_[id] = off;
   widths_[id] = w;
 }
 
 void Arena::free_release(int64_t off, int64_t len) {
+  const bool record = journaling();
   free_.release(off, len);
-  if (!journal_.snapshot && journal_.reversible && len > 0) journal_.changes.push_back({Change::kReleased, 0, off, len});
+  if (record && len > 0) journal_.changes.push_back({Change::kReleased, 0, off, len});
 }
 
 int64_t Arena::free_take_best_fit(int64_t len) {
+  const bool record = journaling();
   const int64_t off = free_.take_best_fit(len);
-  if (!journal_.snapshot && journal_.reversible && off >= 0 && len > 0)
-    journal_.changes.push_back({Change::kTaken, 0, off, len});
+  if (record && off >= 0 && len > 0) journal_.changes.push_back({Change::kTaken, 0, off, len});
   return off;
 }
 
 bool Arena::free_take_head(int64_t off, int64_t len) {
+  const bool record = journaling();
   const bool taken = free_.take_head(off, len);
-  if (!journal_.snapshot && journal_.reversible && taken && len > 0)
-    journal_.changes.push_back({Change::kTaken, 0, off, len});
+  if (record && taken && len > 0) journal_.changes.push_back({Change::kTaken, 0, off, len});
   return taken;
 }
 
 void Arena::snapshot() {
   if (journal_.snapshot) return;
-  journal_.snapshot = true;
-  journal_.offsets = offsets_;
+  journal_.offsets = offsets_;  // copies first: if one fails, nothing has changed
   journal_.widths = widths_;
   journal_.free = std::move(free_);  // relayout, the only caller, rebuilds free_ from scratch
   free_.clear();
+  journal_.snapshot = true;
 }
 
 void Arena::undo() {

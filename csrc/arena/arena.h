@@ -119,6 +119,7 @@ class Arena {
   // the free extents: it copies them whole instead, and once that copy exists
   // nothing later needs recording (restoring it reverts every later change).
   void begin_journal();
+  bool journaling();  // whether to record the next change (with room for it reserved)
   void set_row(int64_t id, int64_t off, int32_t w);
   void free_release(int64_t off, int64_t len);
   int64_t free_take_best_fit(int64_t len);
