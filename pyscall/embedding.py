@@ -205,6 +205,8 @@ class RaggedTable(nn.Module):
                             f"types: Long, Int; but got {input.dtype} instead")
         if input.device != self.weight.device:
             raise ValueError(f"indices are on {input.device}, the table is on {self.weight.device}")
+        if input.dim() == 1 and input.dtype == torch.int64 and input.is_contiguous():
+            return input  # the usual batch, as it is
         return input.reshape(-1).to(torch.int64).contiguous()
 
     def _kernel_args(self):
@@ -269,7 +271,8 @@ class Embedding(RaggedTable):
         out = ops.lookup(self.weight, offsets, widths, ids, self.embedding_dim,
                          -1 if self.padding_idx is None else self.padding_idx,
                          states, row_states, step, hparams, optimizer)
-        return out.view(*input.shape, self.embedding_dim)
+        # A 1-D input already has the output's shape: no view (and no view node in backward).
+        return out if input.dim() == 1 else out.view(*input.shape, self.embedding_dim)
 
 
 class EmbeddingBag(RaggedTable):
