@@ -146,6 +146,19 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
                                 speedup=base / ours, alternating=alt_base / alt_ours, memory=""))
             del base_fn, kernels_fn
 
+    # A small batch: what the module and autograd add to a step shows most here.
+    small = [torch.randint(0, rows, (64,)) for _ in range(batches)]
+    grad = torch.randn(64, 64)
+    for optimizer in ("adam", "sgd"):
+        base_fn, _ = torch_step(64, rows, optimizer, Batches(small), grad)
+        ours_fn, _ = pyscall_step(64, rows, optimizer, Batches(small), grad)
+        (base, ours), (alt_base, alt_ours) = compared(base_fn, ours_fn, repeat=repeat, block=block)
+        results.append(dict(what=f"train step {optimizer}, all widths 64, batch 64", threads=threads,
+                            baseline=f"nn.Embedding(sparse) + {'SparseAdam' if optimizer == 'adam' else 'SGD'}",
+                            base_ms=base * 1e3, ours_ms=ours * 1e3, speedup=base / ours,
+                            alternating=alt_base / alt_ours, memory=""))
+        del base_fn, ours_fn
+
     # Lookups: bytes per second against index_select into a preallocated output at the same d_max.
     for label, d_max, widths in [("all widths 64", 64, None), ("all widths 256", 256, None),
                                  ("power law mean 16, d_max 256", 256, power_law_widths(rows, 16, 256))]:
