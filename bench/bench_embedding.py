@@ -226,6 +226,18 @@ def fbgemm_rows(rows: int, pool: list, repeat: int, block: int, threads: int) ->
     return results
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the architecture: results differ much between machines."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -238,7 +250,7 @@ def main(argv=None):
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
-    lines = [f"pyscall {pyscall.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+    lines = [f"pyscall {pyscall.__version__}, torch {torch.__version__}, {cpu_model()}, "
              f"{args.rows:,} rows, batch {args.batch:,} ({args.batches} batches in turn), median of "
              f"{args.repeat * args.block} calls in blocks of {args.block} (ms and ratio) and of as many "
              f"alternating calls (alternating ratio)",
