@@ -210,6 +210,21 @@ class _InjectedOOM(RuntimeError):
     pass
 
 
+def _failing_after(fail_at: int):
+    """Wraps allocators so that, counted across all of them, every call after the first fail_at
+    raises _InjectedOOM."""
+    calls = [0]
+
+    def failing(allocate):
+        def allocate_or_fail(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] > fail_at:
+                raise _InjectedOOM("injected: out of memory")
+            return allocate(*args, **kwargs)
+        return allocate_or_fail
+    return failing
+
+
 def _layout_of(arena, companion):
     """Everything an operation may change: metadata, statistics and every buffer, bit for bit
     (not the bytes of spare vector capacity and recycled plan storage the arena keeps)."""
@@ -270,16 +285,7 @@ def test_out_of_memory_while_moving_data_changes_nothing(arena_cls, data, seed, 
             args = ()
         run = lambda a, c: getattr(a, op.replace("_one", ""))(*args, companions=[c])  # noqa: E731
         fail_at = data.draw(st.integers(0, 3), label="failing allocation")
-        calls = [0]
-
-        def failing(allocate):
-            def allocate_or_fail(*args, **kwargs):
-                calls[0] += 1
-                if calls[0] > fail_at:
-                    raise _InjectedOOM("injected: out of memory")
-                return allocate(*args, **kwargs)
-            return allocate_or_fail
-
+        failing = _failing_after(fail_at)
         # The buffer allocations of a layout operation: _cpu_buffer on the CPU, torch.zeros / empty
         # in the device replay.
         patches = [mock.patch.object(arena_module, "_cpu_buffer", failing(real_buffer))] \
@@ -326,16 +332,7 @@ def test_out_of_memory_in_a_device_replay_of_several_steps_changes_nothing(fail_
     assert [s.ordered for s in plan.steps] == [False, True]
     a._arena.undo()
     before = _layout_of(a, companion)
-    calls = [0]
-
-    def failing(allocate):
-        def allocate_or_fail(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] > fail_at:
-                raise _InjectedOOM("injected: out of memory")
-            return allocate(*args, **kwargs)
-        return allocate_or_fail
-
+    failing = _failing_after(fail_at)
     with mock.patch.object(arena_module.torch, "empty", failing(torch.empty)), \
             mock.patch.object(arena_module.torch, "zeros", failing(torch.zeros)):
         try:
