@@ -1,42 +1,21 @@
-// LSD radix sort of the batch positions by id: each (id, position) pair packed into one 64-bit key,
-// position in the low bits, sorted on the id bits only (11-bit digits: two passes for a million
-// rows). Stable, so each id's positions stay in batch order.
+// Groups batch positions by id: each (id, position) pair packed into one 64-bit key, position in
+// the low bits, sorted on the id bits only. Stable, so each id's positions stay in batch order.
 #include "segments.h"
 
-#include <array>
 #include <stdexcept>
 
-namespace pyscall::cpu {
-namespace {
-constexpr int kDigitBits = 11;
-constexpr uint32_t kDigits = uint32_t(1) << kDigitBits;
+#include "arena/radix_sort.h"
 
-int bit_width(uint64_t x) {
-  int b = 0;
-  while (x >> b) ++b;
-  return b;
-}
-}  // namespace
+namespace pyscall::cpu {
 
 Segments group_by_row(const int64_t* ids, int64_t n, int64_t num_rows) {
   const int pos_bits = bit_width(static_cast<uint64_t>(n));
   const int id_bits = bit_width(num_rows > 0 ? static_cast<uint64_t>(num_rows - 1) : 0);
   if (pos_bits + id_bits > 64)
     throw std::invalid_argument("batch and table too large to sort: ids and positions need more than 64 bits");
-  std::vector<uint64_t> a(n), b(n);
+  std::vector<uint64_t> a(n);
   for (int64_t k = 0; k < n; ++k) a[k] = static_cast<uint64_t>(ids[k]) << pos_bits | static_cast<uint64_t>(k);
-  for (int shift = pos_bits; shift < pos_bits + id_bits; shift += kDigitBits) {
-    std::array<uint32_t, kDigits> count{};
-    for (const uint64_t key : a) ++count[(key >> shift) & (kDigits - 1)];
-    uint32_t sum = 0;
-    for (uint32_t& c : count) {
-      const uint32_t here = c;
-      c = sum;
-      sum += here;
-    }
-    for (const uint64_t key : a) b[count[(key >> shift) & (kDigits - 1)]++] = key;
-    a.swap(b);
-  }
+  sort_on_high_bits(a, pos_bits, id_bits);
   const uint64_t pos_mask = (uint64_t(1) << pos_bits) - 1;
   Segments s;
   s.pos.resize(n);
