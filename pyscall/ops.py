@@ -23,11 +23,16 @@ from . import backend_cpu
 MODES = ("sum", "mean", "max")
 
 
+# Read once, at import: like TRITON_INTERPRET, which Triton reads at import, a setting of the process
+# (os.environ.get costs about 1 us, and backend() runs twice a training step).
+_BACKEND_CHOICE = os.environ.get("PYSCALL_BACKEND", "auto")
+
+
 def backend(device: torch.device):
     """The kernel module for tensors on `device`."""
-    choice = os.environ.get("PYSCALL_BACKEND", "auto")
+    choice = _BACKEND_CHOICE
     if device.type == "cpu" and choice in ("auto", "cpu"):
-        return backend_cpu  # the common case first: this runs twice a training step
+        return backend_cpu  # the common case first
     if choice not in ("auto", "cpu", "triton"):
         raise ValueError(f"PYSCALL_BACKEND must be 'auto', 'cpu' or 'triton', got {choice!r}")
     if device.type == "cuda" or choice == "triton":
@@ -194,7 +199,7 @@ def _bag_setup(ctx, inputs, output):
                           psw if psw is not None else ids.new_empty((0,)), *states, *row_states)
 
 
-def _bag_grads(ctx, grad, backward_ops):
+def _bag_grads(ctx, grad, backward_ops, needs_weight_grad: bool, needs_psw_grad: bool):
     """(gradient of the flat weight or None, gradient of per_sample_weights or None)."""
     fused, flat, psw_grad = backward_ops
     weight, offsets, widths, ids, bag_offsets, argmax, step, hparams, psw, *bufs = _saved_tensors(ctx)
@@ -206,15 +211,16 @@ def _bag_grads(ctx, grad, backward_ops):
     if ctx.optimizer:
         fused(weight.detach(), states, row_states, step, hparams, ctx.optimizer, grad, ids, bag_offsets, offsets,
               widths, ctx.mode, psw, argmax, ctx.padding_idx)
-    elif ctx.needs_input_grad[0]:
+    elif needs_weight_grad:
         grad_weight = flat(weight, grad, ids, bag_offsets, offsets, widths, ctx.mode, psw, argmax, ctx.padding_idx)
-    if ctx.has_psw and ctx.needs_input_grad[6]:
+    if ctx.has_psw and needs_psw_grad:
         grad_psw = psw_grad(weight, offsets, widths, ids, bag_offsets, grad, ctx.d_max, ctx.padding_idx)
     return grad_weight, grad_psw
 
 
 def _bag_backward(ctx, grad, _grad_argmax):
-    grad_weight, grad_psw = _bag_grads(ctx, grad, _custom_backward_ops())
+    needs = ctx.needs_input_grad  # inputs 0 and 6: weight and per_sample_weights
+    grad_weight, grad_psw = _bag_grads(ctx, grad, _custom_backward_ops(), needs[0], needs[6])
     return ((grad_weight, None, None, None, None, None, grad_psw) + (None,) * 2
             + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3)
 
@@ -314,21 +320,23 @@ def _fused_backward_eager(weight, states, row_states, step, *args):
 _EAGER_BACKWARD_OPS = (_fused_backward_eager, _flat_backward, _per_sample_weights_grad)
 
 
+# apply(weight, inputs): the op's arguments ride in one tuple after the weight, the only one that takes
+# a gradient, since autograd.Function.apply costs about half a microsecond per argument.
 class _EagerLookup(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, *inputs):
+    def forward(ctx, weight, inputs):
         out = _lookup_forward(*inputs)
         _lookup_setup(ctx, inputs, out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return (_lookup_grad_weight(ctx, grad, _EAGER_BACKWARD_OPS),) + (None,) * 10
+        return _lookup_grad_weight(ctx, grad, _EAGER_BACKWARD_OPS), None
 
 
 class _EagerBag(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, *inputs):
+    def forward(ctx, weight, per_sample_weights, inputs):
         out, argmax = _bag_forward(*inputs)
         ctx.mark_non_differentiable(argmax)
         _bag_setup(ctx, inputs, (out, argmax))
@@ -336,8 +344,8 @@ class _EagerBag(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, _grad_argmax):
-        grad_weight, grad_psw = _bag_grads(ctx, grad, _EAGER_BACKWARD_OPS)
-        return (grad_weight,) + (None,) * 5 + (grad_psw,) + (None,) * 7
+        grad_weight, grad_psw = _bag_grads(ctx, grad, _EAGER_BACKWARD_OPS, *ctx.needs_input_grad[:2])
+        return grad_weight, grad_psw, None
 
 
 def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: int, padding_idx: int,
@@ -348,7 +356,7 @@ def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: 
     if torch.compiler.is_compiling():
         return embedding_lookup(*args)
     if torch.is_grad_enabled() and weight.requires_grad:
-        return _EagerLookup.apply(*args)
+        return _EagerLookup.apply(weight, args)
     return _lookup_forward(*args)  # inference: no graph to record
 
 
@@ -362,5 +370,5 @@ def bag(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offset
         return bag_lookup(*args)[0]
     psw_grad = per_sample_weights is not None and per_sample_weights.requires_grad
     if torch.is_grad_enabled() and (weight.requires_grad or psw_grad):
-        return _EagerBag.apply(*args)[0]
+        return _EagerBag.apply(weight, per_sample_weights, args)[0]
     return _bag_forward(*args)[0]  # inference: no graph to record
