@@ -49,7 +49,12 @@ inline void prefetch_row(const T* p, int64_t w) {
   for (int64_t b = 0; b < bytes; b += 64) prefetch(c + b);
 }
 
-constexpr int64_t kPrefetchDistance = 8;
+// 24 rows ahead: on the 2-core Intel Xeon (Dec 2026), against 8, the fused Adam update at width 64 took
+// 7% less time and the width-256 lookup 18% less, other kernels the same (4 alternating runs of each,
+// as ratios to index_select in the same process). Fewer lines per row (only a row's first 256 bytes,
+// leaving the rest to the hardware prefetcher) helped the width-256 Adam update in some runs and hurt the
+// width-64 lookup in others, so every line of the row is still prefetched.
+constexpr int64_t kPrefetchDistance = 24;
 
 // Prefetches for the main loop at position k of ids[0:n]: metadata two distances ahead, the row
 // one distance ahead. Skips ids that fail row_ok: the loop reports those after it ends.
