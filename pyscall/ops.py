@@ -208,13 +208,13 @@ def _bag_grads(ctx, grad, backward_ops, needs_weight_grad: bool, needs_psw_grad:
     argmax = argmax if ctx.mode == "max" else None
     grad = grad.contiguous()
     grad_weight = grad_psw = None
+    if ctx.has_psw and needs_psw_grad:  # first: it reads the rows as the forward saw them, before a fused update
+        grad_psw = psw_grad(weight, offsets, widths, ids, bag_offsets, grad, ctx.d_max, ctx.padding_idx)
     if ctx.optimizer:
         fused(weight.detach(), states, row_states, step, hparams, ctx.optimizer, grad, ids, bag_offsets, offsets,
               widths, ctx.mode, psw, argmax, ctx.padding_idx)
     elif needs_weight_grad:
         grad_weight = flat(weight, grad, ids, bag_offsets, offsets, widths, ctx.mode, psw, argmax, ctx.padding_idx)
-    if ctx.has_psw and needs_psw_grad:
-        grad_psw = psw_grad(weight, offsets, widths, ids, bag_offsets, grad, ctx.d_max, ctx.padding_idx)
     return grad_weight, grad_psw
 
 

@@ -91,6 +91,28 @@ def test_embedding_bag_matches_torch(mode, kind, padding_idx, weighted):
         torch.testing.assert_close(psw.grad, ref_psw.grad, rtol=1.3e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("optimizer,compiled", [(None, False), ("sgd", False), ("sgd", True)])
+def test_per_sample_weights_gradient_with_a_frozen_or_fused_table(optimizer, compiled):
+    # Only per_sample_weights may need a gradient (a frozen table), or the table trains itself (fused, whose
+    # update must come after the weights' gradient reads the rows): the weights' gradient must equal torch's.
+    torch.manual_seed(3)
+    ours = pyscall.EmbeddingBag(40, 6, mode="sum", optimizer=optimizer)
+    ref = nn.EmbeddingBag(40, 6, mode="sum")
+    with torch.no_grad():
+        ref.weight.copy_(ours.to_dense())
+    if optimizer is None:
+        ours.weight.requires_grad_(False)
+    ids, offsets = _bag_inputs("1d")
+    psw = torch.randn(ids.shape, requires_grad=True)
+    ref_psw = psw.detach().clone().requires_grad_(True)
+    grad = torch.randn(offsets.numel(), 6)
+    run = torch.compile(ours, fullgraph=True) if compiled else ours
+    (run(ids, offsets, per_sample_weights=psw) * grad).sum().backward()
+    (ref(ids, offsets, per_sample_weights=ref_psw) * grad).sum().backward()
+    torch.testing.assert_close(psw.grad, ref_psw.grad, rtol=1.3e-6, atol=1e-6)
+    assert ours.weight.grad is None
+
+
 def test_unsupported_torch_keywords_raise():
     with pytest.raises(NotImplementedError, match="max_norm"):
         pyscall.Embedding(10, 4, max_norm=1.0)
