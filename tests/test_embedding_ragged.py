@@ -114,6 +114,38 @@ def test_fused_optimizers_match_torch_on_touched_rows(optimizer, weight_decay):
     assert emb.weight.grad is None and emb.step == 4
 
 
+@pytest.mark.parametrize("mode,weighted", [("sum", False), ("sum", True), ("mean", False), ("max", False)])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("padding_idx", [None, 11])
+def test_fused_bag_optimizers_match_torch_on_touched_rows(mode, weighted, optimizer, padding_idx):
+    # EmbeddingBag's fused update over several steps, with duplicates, an empty bag and the padding row in the
+    # bags, against torch.optim on the masked dense reference of the touched rows.
+    torch.manual_seed(8)
+    widths = _widths(5)
+    bag = pyscall.EmbeddingBag(N, D, mode=mode, padding_idx=padding_idx, widths=widths, optimizer=optimizer,
+                               lr=0.05, dtype=torch.float64)
+    touched = torch.tensor([0, 1, 2, 3, 11, 30, 41])
+    ref = bag.to_dense()[touched].clone().requires_grad_(True)
+    mask = _mask(widths[touched]).double()
+    ref_opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]([ref], lr=0.05)
+    local_of = {int(r): k for k, r in enumerate(touched)}
+    ids = touched[[0, 4, 4, 2, 5, 6, 1, 3, 4, 6, 6, 0]]
+    offsets = torch.tensor([0, 3, 3, 7])
+    local_ids = torch.tensor([local_of[int(r)] for r in ids])
+    local_pad = None if padding_idx is None else local_of[padding_idx]
+    for step in range(3):
+        psw = torch.randn(len(ids), dtype=torch.float64) if weighted else None
+        target = torch.randn(len(offsets), D, dtype=torch.float64)
+        ((bag(ids, offsets, per_sample_weights=psw) - target) ** 2).sum().backward()
+        ref_out = F.embedding_bag(local_ids, ref * mask, offsets, mode=mode, per_sample_weights=psw,
+                                  padding_idx=local_pad)
+        ref_opt.zero_grad()
+        ((ref_out - target) ** 2).sum().backward()
+        ref_opt.step()
+        torch.testing.assert_close(bag.to_dense()[touched], ref.detach() * mask, rtol=1e-5, atol=1e-8)
+    assert bag.weight.grad is None and bag.step == 3
+
+
 def test_fused_update_leaves_untouched_rows_alone():
     torch.manual_seed(4)
     emb = pyscall.Embedding(N, D, widths=_widths(4), optimizer="adam", lr=0.1)
