@@ -113,6 +113,21 @@ def test_per_sample_weights_gradient_with_a_frozen_or_fused_table(optimizer, com
     assert ours.weight.grad is None
 
 
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("optimizer", [None, "adam"])
+def test_a_batch_of_only_empty_bags(mode, optimizer):
+    # No ids at all: zeros out, and a backward that changes nothing (an empty tensor's data_ptr() is 0, which
+    # the kernels once took for "no src_index").
+    bag = pyscall.EmbeddingBag(10, 4, mode=mode, optimizer=optimizer)
+    before = bag.to_dense()
+    out = bag(torch.empty(0, dtype=torch.int64), torch.tensor([0, 0, 0]))
+    torch.testing.assert_close(out, torch.zeros(3, 4))
+    out.sum().backward()
+    torch.testing.assert_close(bag.to_dense(), before, rtol=0, atol=0)
+    if optimizer is None:
+        assert torch.count_nonzero(bag.weight.grad) == 0
+
+
 def test_unsupported_torch_keywords_raise():
     with pytest.raises(NotImplementedError, match="max_norm"):
         pyscall.Embedding(10, 4, max_norm=1.0)

@@ -16,7 +16,9 @@ template <typename T>
 void check_sources(const Table<T>& t, const int64_t* ids, int64_t n, const GradSource<T>& src) {
   check_rows(t, ids, n);
   if (!src.src_index) {
-    if (src.m != n) throw std::invalid_argument("grad_src must have N rows when src_index is None");
+    // n == 0: nothing is read, and an empty src_index arrives as a null address (data_ptr() of an
+    // empty tensor), so it must not be taken for None.
+    if (n > 0 && src.m != n) throw std::invalid_argument("grad_src must have N rows when src_index is None");
     return;
   }
   for (int64_t k = 0; k < n; ++k)
