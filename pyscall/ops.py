@@ -51,12 +51,13 @@ def check_bag_offsets(bag_offsets: Tensor, n: int) -> int:
     o = bag_offsets.cpu().numpy()
     if o.size == 0 or o[0] != 0:
         raise ValueError("offsets[0] must be 0 (the first bag starts at the first index)")
+    # Before the order check: without include_last_offset the caller appended n, so an offset past n
+    # would otherwise be reported as a decrease.
+    if o.max() > n:
+        raise ValueError(f"offsets must be <= the number of indices ({n}), got {int(o.max())}")
     if (o[1:] < o[:-1]).any():
         raise ValueError("offsets must be non-decreasing")
-    last = int(o[-1])
-    if last > n:
-        raise ValueError(f"offsets[-1] must be <= the number of indices ({n}), got {last}")
-    return last
+    return int(o[-1])
 
 
 def _drop_padding(ids: Tensor, bag_offsets: Tensor, padding_idx: int, n: int):

@@ -177,6 +177,12 @@ def test_bad_input_raises_and_changes_nothing():
         bag(torch.tensor([0, 1, 2]), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="offsets"):
         bag(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"offsets must be <= the number of indices \(3\), got 5"):
+        bag(torch.tensor([0, 1, 2]), torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match=r"offsets must be <= the number of indices \(3\), got 4"):
+        pyscall.EmbeddingBag(N, D, include_last_offset=True)(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 4]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        bag(torch.tensor([0, 1, 2]), torch.tensor([0, 2, 1]))
     with pytest.raises(NotImplementedError, match="mode='sum'"):
         pyscall.EmbeddingBag(N, D, mode="mean")(torch.tensor([0]), torch.tensor([0]),
                                                  per_sample_weights=torch.ones(1))

@@ -128,6 +128,23 @@ def test_a_batch_of_only_empty_bags(mode, optimizer):
         assert torch.count_nonzero(bag.weight.grad) == 0
 
 
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_include_last_offset_ignores_ids_past_the_last_offset(mode):
+    # Every mode reads bags as CSR (torch's max does too; its CPU sum and mean put the rest in the last bag).
+    torch.manual_seed(4)
+    ours = pyscall.EmbeddingBag(40, 6, mode=mode, include_last_offset=True)
+    ref = nn.EmbeddingBag(40, 6, mode=mode, include_last_offset=True)
+    with torch.no_grad():
+        ref.weight.copy_(ours.to_dense())
+    ids, offsets = torch.randint(0, 40, (10,)), torch.tensor([0, 3, 6])
+    out = ours(ids, offsets)
+    torch.testing.assert_close(out, ref(ids[:6], offsets), rtol=1.3e-6, atol=1e-6)
+    out.sum().backward()
+    touched = torch.zeros(40, dtype=torch.bool)
+    touched[ids[:6]] = True
+    assert not _flat_grad_as_dense(ours)[~touched].any()
+
+
 def test_unsupported_torch_keywords_raise():
     with pytest.raises(NotImplementedError, match="max_norm"):
         pyscall.Embedding(10, 4, max_norm=1.0)
