@@ -135,6 +135,17 @@ class RaggedArena:
         self._refresh()
         self.append(widths)
 
+    # Pickling (and copy.deepcopy) keeps the exact layout, so the buffers, and any torch optimizer state
+    # laid out like them, come back valid; offsets and widths become views of the new metadata.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arena"] = self._arena.layout_state()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _arena=_C.Arena.with_layout(*state["_arena"]))
+        self._refresh()
+
     # ---- views and sizes -------------------------------------------------
     def _refresh(self) -> None:
         # A backward may hold the previous metadata tensors (views of C++ memory that may be freed

@@ -13,6 +13,7 @@ from typing import Iterable, Optional, Union
 import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.weak import WeakIdKeyDictionary
 
 from . import ops
 from .arena import RaggedArena
@@ -31,6 +32,10 @@ _UNSUPPORTED_TORCH_KEYWORDS = {"max_norm": None, "norm_type": 2.0, "scale_grad_b
                                "sparse": False, "_weight": None, "_freeze": False}
 
 OptimizerArg = Union[torch.optim.Optimizer, Iterable[torch.optim.Optimizer], None]
+
+# weight Parameter -> weak reference to its table, for the torch optimizer step hook below (an attribute
+# on the Parameter would stop it from pickling).
+_TABLES = WeakIdKeyDictionary()
 
 
 def _as_optimizers(optimizer: OptimizerArg) -> list:
@@ -80,13 +85,26 @@ class RaggedTable(nn.Module):
         # The flat buffer itself; the arena swaps its storage on reallocation, so this stays the same object.
         self.weight = nn.Parameter(self._arena.weight, requires_grad=True)
         self._arena.weight = self.weight
-        self.weight._pyscall_table = weakref.ref(self)
+        _TABLES[self.weight] = weakref.ref(self)
         hparams = [defaults["lr"] if lr is None else lr, defaults["eps"] if eps is None else eps,
                    betas[0], betas[1], weight_decay]
         self.register_buffer("_hparams", torch.tensor(hparams, dtype=torch.float64), persistent=False)
         self.register_buffer("_step", torch.zeros(1, dtype=torch.int64), persistent=False)
         self._layout_version = 0
         self._aligned = weakref.WeakKeyDictionary()  # torch optimizer -> layout version its state matches
+
+    # -- pickling and copy.deepcopy ----------------------------------------------------------------
+    # The arena pickles its exact layout, so values, fused optimizer state and a torch optimizer's state
+    # copied along (copy.deepcopy((model, opt))) stay aligned; what cannot be pickled is rebuilt.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_aligned"]  # weak references; a copied optimizer's state matches the copied layout
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._aligned = weakref.WeakKeyDictionary()
+        _TABLES[self.weight] = weakref.ref(self)
 
     # -- initialisation ------------------------------------------------------------------------
     def _row_init(self, numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -329,7 +347,7 @@ def _check_optimizer_alignment(optimizer, args, kwargs):
     """Refuse a torch optimizer step whose state predates a layout change of a pyscall table."""
     for group in optimizer.param_groups:
         for param in group["params"]:
-            table_ref = getattr(param, "_pyscall_table", None)
+            table_ref = _TABLES.get(param)
             table = table_ref() if table_ref is not None else None
             if table is None:
                 continue

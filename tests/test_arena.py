@@ -491,3 +491,24 @@ def test_cpu_buffers_ask_for_huge_pages():
         for buffer in (a.weight, a.state[0]):
             assert buffer.numel() * buffer.element_size() >= 4 << 20, step
             assert _huge_page_advice(buffer.data_ptr() + (2 << 20)), step
+
+
+def test_with_layout_rebuilds_the_exact_layout_and_refuses_a_broken_one():
+    a = make([3, 0, 8, 5])
+    a.resize(np.array([2]), np.array([1]))  # leaves free space inside
+    state = a._arena.layout_state()
+    b = _C.Arena.with_layout(*state)
+    b.validate()
+    assert np.array_equal(b.offsets, a._arena.offsets) and b.capacity == a._arena.capacity
+    assert b.stats()["free_extents"] == a._arena.stats()["free_extents"] > 0
+    d_max, bpe, bpr, budget, offsets, widths, capacity = state
+    overlapping = offsets.copy()
+    overlapping[3] = overlapping[0] + 1
+    with pytest.raises(ValueError, match="overlaps"):
+        _C.Arena.with_layout(d_max, bpe, bpr, budget, overlapping, widths, capacity)
+    with pytest.raises(ValueError, match="capacity"):
+        _C.Arena.with_layout(d_max, bpe, bpr, budget, offsets, widths, int(widths.sum()) - 1)
+    with pytest.raises(ValueError, match="budget"):
+        _C.Arena.with_layout(d_max, bpe, bpr, bpe, offsets, widths, capacity)
+    with pytest.raises(ValueError, match="outside"):
+        _C.Arena.with_layout(d_max, bpe, bpr, budget, offsets, widths + 20, capacity)

@@ -1,4 +1,5 @@
-"""Ragged checkpoints, drop-in optimizer alignment across layout changes, and torch.compile."""
+"""Ragged checkpoints, pickling and copies, drop-in optimizer alignment across layout changes, and torch.compile."""
+import copy
 import io
 
 import pytest
@@ -106,6 +107,66 @@ def test_dropin_layout_change_without_optimizer_is_refused_at_step():
     emb(torch.arange(5)).sum().backward()
     with pytest.raises(RuntimeError, match="optimizer=opt"):
         opt.step()
+
+
+def _train(emb, opt, steps, seed):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        ids = torch.randint(0, emb.num_embeddings, (25,), generator=g)
+        emb(ids).pow(2).sum().backward()
+        if opt is not None:
+            opt.step()
+            opt.zero_grad()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", None])
+def test_deepcopy_keeps_the_layout_and_trains_like_the_original(optimizer):
+    # copy.deepcopy((table, torch optimizer)): values, layout, fused state and the torch optimizer's state
+    # come back aligned; training and re-laying out the copy leave the original alone.
+    torch.manual_seed(9)
+    emb = pyscall.Embedding(N, D, widths=_widths(9), optimizer=optimizer, lr=0.05)
+    opt = torch.optim.Adam(emb.parameters(), lr=0.05) if optimizer is None else None
+    _train(emb, opt, 2, seed=1)
+    emb.resize(torch.tensor([0, 5, 9]), torch.tensor([D, 0, 2]), optimizer=opt)  # free space inside
+    copy_emb, copy_opt = copy.deepcopy((emb, opt))
+    assert torch.equal(copy_emb._arena.offsets, emb._arena.offsets)
+    assert copy_emb.memory_stats()["free_extents"] == emb.memory_stats()["free_extents"] > 0
+    original = emb.state_dict()
+
+    def go_on(table, optimizer):
+        _train(table, optimizer, 2, seed=2)
+        table.resize(torch.tensor([1, 2]), torch.tensor([D, 1]), optimizer=optimizer)
+        torch.manual_seed(4)  # the appended row's init
+        table.append(torch.tensor([3]), optimizer=optimizer)
+        _train(table, optimizer, 1, seed=3)  # a torch optimizer's step checks its state is aligned
+
+    go_on(copy_emb, copy_opt)
+    for key, value in emb.state_dict().items():
+        assert torch.equal(value, original[key]), key
+    go_on(emb, opt)  # the same steps on the original give the same table
+    for key, value in emb.state_dict().items():
+        assert torch.equal(value, copy_emb.state_dict()[key]), key
+
+
+def test_a_pickled_module_trains_on():
+    torch.manual_seed(10)
+    model = torch.nn.ModuleDict({"bag": pyscall.EmbeddingBag(N, D, mode="sum", widths=_widths(10),
+                                                             optimizer="rowwise_adagrad")})
+    model["bag"](torch.randint(0, N, (12,)), torch.tensor([0, 5])).sum().backward()
+    buffer = io.BytesIO()
+    torch.save(model, buffer)  # the whole module, pickled
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    ids, offsets = torch.randint(0, N, (12,)), torch.tensor([0, 7])
+    for m in (model, loaded):
+        m["bag"](ids, offsets).sum().backward()
+        m["bag"].release(ids[:2])
+        m["bag"].compact()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    loaded["bag"]._arena._arena.validate()
 
 
 @pytest.mark.parametrize("optimizer", [None, "adam"])

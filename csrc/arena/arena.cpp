@@ -530,6 +530,39 @@ ArenaStats Arena::stats() const {
   return s;
 }
 
+Arena Arena::with_layout(int64_t d_max, int64_t bytes_per_element, int64_t bytes_per_row,
+                         int64_t budget_bytes, std::vector<int64_t> offsets,
+                         std::vector<int32_t> widths, int64_t capacity) {
+  Arena a(d_max, bytes_per_element, bytes_per_row, budget_bytes);
+  if (offsets.size() != widths.size())
+    throw std::invalid_argument("offsets and widths must have the same length");
+  a.check_widths(widths);
+  if (capacity < 0) throw std::invalid_argument("capacity must be >= 0");
+  std::vector<std::pair<int64_t, int64_t>> rows;  // (offset, width) of the rows holding storage
+  for (size_t i = 0; i < widths.size(); ++i) {
+    a.used_ += widths[i];
+    if (widths[i] > 0) rows.emplace_back(offsets[i], widths[i]);
+  }
+  std::sort(rows.begin(), rows.end());
+  int64_t end = 0;  // the free extents are the gaps between rows
+  for (auto [o, w] : rows) {
+    if (o < end || o + w > capacity)
+      throw std::invalid_argument("a row at offset " + std::to_string(o) + " overlaps another or "
+                                  "ends past capacity " + std::to_string(capacity));
+    if (o > end) a.free_.release(end, o - end);
+    end = o + w;
+  }
+  if (end < capacity) a.free_.release(end, capacity - end);
+  a.offsets_ = std::move(offsets);
+  a.widths_ = std::move(widths);
+  a.capacity_ = capacity;
+  a.id_order_ = false;  // unknown
+  if (a.budget_bytes_ >= 0 && a.stats().capacity_bytes > a.budget_bytes_)
+    throw std::invalid_argument("the layout needs more than budget_bytes");
+  a.validate();
+  return a;
+}
+
 void Arena::validate() const {
   auto fail = [](const std::string& what) { throw std::runtime_error("arena invalid: " + what); };
   const int64_t n = num_rows();

@@ -72,6 +72,12 @@ class Arena {
   void commit();
   // Throws std::runtime_error naming the first broken invariant.
   void validate() const;
+  // An arena with exactly this layout (how a pickled or copied table comes back): rows at these
+  // offsets, the rest of [0, capacity) free. Throws std::invalid_argument for a layout that is
+  // not one (rows overlapping or outside capacity, widths outside [0, d_max], over the budget).
+  static Arena with_layout(int64_t d_max, int64_t bytes_per_element, int64_t bytes_per_row,
+                           int64_t budget_bytes, std::vector<int64_t> offsets,
+                           std::vector<int32_t> widths, int64_t capacity);
   ArenaStats stats() const;
 
   int64_t num_rows() const { return static_cast<int64_t>(widths_.size()); }

@@ -132,7 +132,22 @@ void bind_arena(py::module_& m) {
       .def_property_readonly("d_max", &Arena::d_max)
       .def_property_readonly("capacity", &Arena::capacity)
       .def_property_readonly("used", &Arena::used, "total width (elements)")
-      .def_property_readonly("max_free_extents", &Arena::max_free_extents);
+      .def_property_readonly("max_free_extents", &Arena::max_free_extents)
+      // The layout as plain values, and an arena rebuilt from them: how RaggedArena pickles (and so
+      // copy.deepcopy keeps) its exact layout, so that tensors laid out by it stay valid.
+      .def("layout_state", [](const Arena& a) {
+        const pyscall::ArenaStats s = a.stats();
+        return py::make_tuple(a.d_max(), s.bytes_per_element, s.bytes_per_row, s.budget_bytes,
+                              py::array_t<int64_t>(a.offsets().size(), a.offsets().data()),
+                              py::array_t<int32_t>(a.widths().size(), a.widths().data()), a.capacity());
+      })
+      .def_static("with_layout", [](int64_t d_max, int64_t bytes_per_element, int64_t bytes_per_row,
+                                    int64_t budget_bytes, const py::array& offsets, const py::array& widths,
+                                    int64_t capacity) {
+        return Arena::with_layout(d_max, bytes_per_element, bytes_per_row, budget_bytes,
+                                  read_ints<int64_t>(offsets, "offsets"), read_ints<int32_t>(widths, "widths"),
+                                  capacity);
+      });
 
   m.def(
       "apply_plan_cpu",
