@@ -19,6 +19,7 @@ Here, without a GPU:
     buffer written.
 """
 import argparse
+import copy
 import os
 import subprocess
 import sys
@@ -520,6 +521,26 @@ def check_modules(seed):
         tables[1][k]._arena.validate()
 
 
+def check_module_move(seed):
+    """A table built on the CPU and moved with Module.to (its fused state and metadata too), and a
+    deep copy of it, train alike: the moved one on the device, the copy on the CPU."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    widths = torch.randint(0, 65, (3000,), generator=gen, dtype=torch.int32)
+    cpu = pyscall.Embedding(3000, 64, widths=widths, optimizer="adam", lr=0.01, dtype=torch.float64)
+    cpu.resize(torch.arange(0, 3000, 11), 0)  # free space inside the layout
+    moved = copy.deepcopy(cpu).to(DEV)
+    for step in range(3):
+        ids = torch.randint(0, 3000, (1024,), generator=gen)
+        cpu(ids).pow(2).sum().backward()
+        moved(ids.to(DEV)).pow(2).sum().backward()
+        if step == 1:
+            for table in (cpu, moved):
+                table.resize(torch.arange(0, 3000, 13), 64)
+    compare("module moved with .to(device)", moved.to_dense().cpu(), cpu.to_dense(), 1e-9, 1e-12)
+    moved._arena.validate()
+
+
 def guarded(what, fn, *args):
     try:
         fn(*args)
@@ -540,12 +561,14 @@ def main():
         guarded("kernels f64", check_kernels, torch.float64, 33, 12, 30, 50, 5, 2)
         guarded("mover", check_mover, 3)
         guarded("modules (CPU against CPU: exercises the script only)", check_modules, 5)
+        guarded("module moved (CPU to CPU: exercises the script only)", check_module_move, 6)
     else:
         guarded("kernels f32 d256", check_kernels, torch.float32, 256, 16, 20000, 30000, 1000, 1)
         guarded("kernels f32 d37", check_kernels, torch.float32, 37, 37, 5000, 20000, 500, 2)
         guarded("kernels f64 d256", check_kernels, torch.float64, 256, 16, 5000, 20000, 500, 3)
         guarded("mover", check_mover, 4)
         guarded("modules on the device vs the CPU", check_modules, 5)
+        guarded("module moved to the device vs the CPU", check_module_move, 6)
     _common.empty = PLAIN_EMPTY
     print(f"    checks took {time.perf_counter() - t0:.1f} s", flush=True)
     if not ARGS.skip_timing:

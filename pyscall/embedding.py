@@ -106,6 +106,25 @@ class RaggedTable(nn.Module):
         self._aligned = weakref.WeakKeyDictionary()
         _TABLES[self.weight] = weakref.ref(self)
 
+    # -- Module.to / cuda / cpu / share_memory ----------------------------------------------------
+    def _apply(self, fn, recurse=True):
+        # The fused optimizer state and the row metadata live in the arena, not in registered buffers:
+        # they follow the weight to its new device. The dtype stays: budget_bytes counts its bytes.
+        weight = self._arena.weight
+        target = fn(torch.empty(0, dtype=weight.dtype, device=weight.device))
+        if target.dtype != weight.dtype:
+            raise TypeError(f"a pyscall table keeps the dtype it was built with ({weight.dtype}), which its "
+                            f"budget counts; build it with dtype={target.dtype} instead")
+        super()._apply(fn, recurse)
+        a = self._arena
+        a.weight = self.weight  # the same Parameter unless torch made a new one for the converted data
+        a.state = [fn(t) for t in a.state]
+        a.row_state = [fn(t) for t in a.row_state]
+        a._config["device"] = self.weight.device
+        a._refresh()
+        _TABLES[self.weight] = weakref.ref(self)
+        return self
+
     # -- initialisation ------------------------------------------------------------------------
     def _row_init(self, numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
         values = torch.empty(numel, dtype=dtype, device=device)

@@ -169,6 +169,24 @@ def test_a_pickled_module_trains_on():
     loaded["bag"]._arena._arena.validate()
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "rowwise_adagrad"])
+def test_module_to_moves_the_arena_and_refuses_a_new_dtype(optimizer):
+    # Module.to / share_memory reach the fused state and the row metadata, which are not registered
+    # buffers; a dtype change is refused (budget_bytes counts the dtype's bytes) and changes nothing.
+    emb = pyscall.Embedding(N, D, widths=_widths(11), optimizer=optimizer)
+    before = emb.state_dict()
+    with pytest.raises(TypeError, match="keeps the dtype"):
+        emb.double()
+    for key, value in emb.state_dict().items():
+        assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+    emb(torch.tensor([1, 2])).sum().backward()  # still trains
+    emb.share_memory()
+    a = emb._arena
+    assert all(t.is_shared() for t in [emb.weight, *a.state, *a.row_state])
+    emb.to("meta")  # a device move without a GPU: everything the kernels read follows the weight
+    assert {t.device.type for t in [emb.weight, *a.state, *a.row_state, a.offsets, a.widths]} == {"meta"}
+
+
 @pytest.mark.parametrize("optimizer", [None, "adam"])
 def test_torch_compile_fullgraph_matches_eager(optimizer):
     class Model(torch.nn.Module):
