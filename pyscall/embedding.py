@@ -340,7 +340,7 @@ class EmbeddingBag(RaggedTable):
                 raise ValueError("offsets has to be a 1D Tensor")
             if offsets.dtype not in (torch.int64, torch.int32):
                 raise TypeError(f"offsets must be int64 or int32, got {offsets.dtype}")
-            bag_offsets = offsets.to(torch.int64)
+            bag_offsets = offsets if offsets.dtype == torch.int64 else offsets.to(torch.int64)
             if not self.include_last_offset:
                 bag_offsets = torch.cat([bag_offsets, bag_offsets.new_full((1,), ids.numel())])
         else:

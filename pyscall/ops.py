@@ -51,13 +51,14 @@ def check_bag_offsets(bag_offsets: Tensor, n: int) -> int:
     o = bag_offsets.cpu().numpy()
     if o.size == 0 or o[0] != 0:
         raise ValueError("offsets[0] must be 0 (the first bag starts at the first index)")
-    # Before the order check: without include_last_offset the caller appended n, so an offset past n
-    # would otherwise be reported as a decrease.
-    if o.max() > n:
-        raise ValueError(f"offsets must be <= the number of indices ({n}), got {int(o.max())}")
     if (o[1:] < o[:-1]).any():
+        if o.max() > n:  # without include_last_offset the caller appended n: not a decrease of the user's
+            raise ValueError(f"offsets must be <= the number of indices ({n}), got {int(o.max())}")
         raise ValueError("offsets must be non-decreasing")
-    return int(o[-1])
+    last = int(o[-1])
+    if last > n:
+        raise ValueError(f"offsets must be <= the number of indices ({n}), got {last}")
+    return last
 
 
 def _drop_padding(ids: Tensor, bag_offsets: Tensor, padding_idx: int, n: int):
@@ -66,7 +67,8 @@ def _drop_padding(ids: Tensor, bag_offsets: Tensor, padding_idx: int, n: int):
 
     Returns (kept ids, their bag offsets, positions kept in the original input or None if all were).
     """
-    ids = ids[:n]
+    if n < ids.numel():  # (a slice costs about 2 us even when it keeps everything)
+        ids = ids[:n]
     if padding_idx < 0:
         return ids, bag_offsets, None
     keep = ids != padding_idx
