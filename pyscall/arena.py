@@ -186,6 +186,8 @@ class RaggedArena:
         (the layout of ``state_dict``). This arena is untouched; with ``weight`` given, that
         tensor (e.g. an nn.Parameter) takes the new storage and becomes the new arena's weight."""
         widths = _int_array(widths, "widths")
+        if widths.size and (widths.min() < 0 or widths.max() > self.d_max):  # before the sizes they imply
+            raise ValueError(f"widths must lie in [0, d_max={self.d_max}], got [{widths.min()}, {widths.max()}]")
         total = int(widths.sum(dtype=np.int64))
         for name, t, numel in [("values", values, total), *[(f"state.{k}", v, total) for k, v in enumerate(state)],
                                *[(f"row_state.{k}", v, widths.size) for k, v in enumerate(row_state)]]:

@@ -46,6 +46,13 @@ def test_state_dict_roundtrip_is_ragged_and_loads_into_any_budget_that_fits(opti
     with pytest.raises(pyscall.BudgetExceededError):
         tiny.load_state_dict(loaded)
     assert torch.equal(tiny.to_dense(), before) and tiny.num_embeddings == N
+    # A corrupted checkpoint: the error names what is wrong, and nothing changes.
+    for key, value, match in [("widths", sd["widths"] + D, r"widths must lie in \[0, d_max=8\]"),
+                              ("values", sd["values"][:-1], "values must be a 1-D tensor")]:
+        with pytest.raises(ValueError, match=match):
+            dst.load_state_dict({**sd, key: value})
+        for k in sd:
+            assert torch.equal(dst.state_dict()[k], sd[k]), k
 
 
 def test_state_dict_nested_in_a_model():
