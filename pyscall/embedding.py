@@ -29,7 +29,7 @@ FUSED_OPTIMIZERS = {
 # torch.nn.Embedding / EmbeddingBag keywords pyscall does not implement, with torch's defaults:
 # passing the default is harmless, anything else raises instead of being ignored.
 _UNSUPPORTED_TORCH_KEYWORDS = {"max_norm": None, "norm_type": 2.0, "scale_grad_by_freq": False,
-                               "sparse": False, "_weight": None, "_freeze": False}
+                               "_weight": None, "_freeze": False}
 
 OptimizerArg = Union[torch.optim.Optimizer, Iterable[torch.optim.Optimizer], None]
 
@@ -52,8 +52,8 @@ class RaggedTable(nn.Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: Optional[int] = None, *,
                  widths=None, budget_bytes: Optional[int] = None, optimizer: Optional[str] = None,
                  lr: Optional[float] = None, betas=(0.9, 0.999), eps: Optional[float] = None,
-                 weight_decay: float = 0.0, init_std: Optional[float] = None, device=None, dtype=None,
-                 **torch_keywords):
+                 weight_decay: float = 0.0, init_std: Optional[float] = None, sparse: bool = False,
+                 device=None, dtype=None, **torch_keywords):
         super().__init__()
         for key, value in torch_keywords.items():
             if key not in _UNSUPPORTED_TORCH_KEYWORDS:
@@ -69,6 +69,9 @@ class RaggedTable(nn.Module):
             padding_idx = padding_idx % num_embeddings
         if optimizer is not None and optimizer not in FUSED_OPTIMIZERS:
             raise ValueError(f"optimizer must be None or one of {sorted(FUSED_OPTIMIZERS)}, got {optimizer!r}")
+        if sparse and optimizer is not None:
+            raise ValueError(f"sparse=True is for drop-in mode (a sparse weight.grad for a torch optimizer); the "
+                             f"fused optimizer {optimizer!r} leaves no gradient")
         if init_std is not None and init_std < 0:
             raise ValueError(f"init_std must be >= 0, got {init_std}")
         dtype = dtype or torch.get_default_dtype()
@@ -76,6 +79,7 @@ class RaggedTable(nn.Module):
         per_element, per_row, defaults = FUSED_OPTIMIZERS.get(optimizer, (0, 0, dict(lr=0.0, eps=0.0)))
         self.padding_idx = padding_idx
         self.optimizer = optimizer
+        self.sparse = bool(sparse)
         self.init_std = init_std
         self._arena = RaggedArena(num_embeddings, embedding_dim, widths, dtype=dtype, device=device,
                                   state_per_element=per_element, state_per_row=per_row, state_dtype=dtype,
@@ -182,6 +186,8 @@ class RaggedTable(nn.Module):
             text += f", padding_idx={self.padding_idx}"
         if self.optimizer:
             text += f", optimizer={self.optimizer!r}"
+        if self.sparse:
+            text += ", sparse=True"
         if stats["budget_bytes"] is not None:
             text += f", budget_bytes={stats['budget_bytes']}"
         return text
@@ -296,7 +302,8 @@ class Embedding(RaggedTable):
 
     With `widths=None` it matches `torch.nn.Embedding` (values, gradients, init). `optimizer=None`
     is drop-in mode: `weight` is the flat buffer as an `nn.Parameter` and any torch optimizer trains
-    it. `optimizer="sgd" | "adagrad" | "rowwise_adagrad" | "adam"` fuses the update into backward:
+    it; with `sparse=True` its gradient is a sparse COO tensor of the touched entries, as torch's
+    `sparse=True` gives (for SparseAdam, SGD, Adagrad). `optimizer="sgd" | "adagrad" | "rowwise_adagrad" | "adam"` fuses the update into backward:
     each backward through a forward call is one optimizer step on the rows that call touched, so
     look up all ids of a training step in one call (concatenate them).
     """
@@ -307,7 +314,7 @@ class Embedding(RaggedTable):
         states, row_states, step, hparams, optimizer = self._optimizer_buffers()
         out = ops.lookup(self.weight, offsets, widths, ids, self.embedding_dim,
                          -1 if self.padding_idx is None else self.padding_idx,
-                         states, row_states, step, hparams, optimizer)
+                         states, row_states, step, hparams, optimizer, sparse=self.sparse)
         # A 1-D input already has the output's shape: no view (and no view node in backward).
         return out if input.dim() == 1 else out.view(*input.shape, self.embedding_dim)
 
@@ -359,7 +366,7 @@ class EmbeddingBag(RaggedTable):
         states, row_states, step, hparams, optimizer = self._optimizer_buffers()
         return ops.bag(self.weight, table_offsets, widths, ids, bag_offsets.contiguous(), self.mode,
                        per_sample_weights, self.embedding_dim, -1 if self.padding_idx is None else self.padding_idx,
-                       states, row_states, step, hparams, optimizer)
+                       states, row_states, step, hparams, optimizer, sparse=self.sparse)
 
 
 def _check_optimizer_alignment(optimizer, args, kwargs):

@@ -258,6 +258,26 @@ def _flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optio
 flat_backward = torch.library.custom_op("pyscall::flat_backward", mutates_args=())(_flat_backward)
 
 
+def _sparse_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
+                     widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
+                     padding_idx: int) -> Tensor:
+    """The gradient of the flat weight as an uncoalesced sparse COO tensor (sparse=True, eager only): one
+    entry per touched element of each position's row, as torch's sparse embedding gradient has one row per
+    position. Torch ops only, so it runs on any device."""
+    ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
+    rows = grad if src_index is None else grad[src_index]
+    if scale is not None:
+        rows = rows * scale.to(grad.dtype)[:, None]
+    cols = torch.arange(grad.shape[1], device=grad.device)
+    keep = cols[None, :] < widths[ids_k].to(torch.int64)[:, None]
+    if argmax is not None:  # "max": a position takes the gradient of the columns where it was the maximum
+        positions = torch.arange(ids_k.numel(), device=grad.device)
+        keep &= argmax[src_index] == positions[:, None]
+    index = (offsets[ids_k][:, None] + cols[None, :])[keep]
+    return torch.sparse_coo_tensor(index[None, :], rows[keep], (weight.numel(),), is_coalesced=False,
+                                   check_invariants=False)  # indices lie in the buffer by construction
+
+
 @flat_backward.register_fake
 def _(weight, grad, ids, bag_offsets, offsets, widths, pool_mode, per_sample_weights, argmax, padding_idx):
     return torch.empty_like(weight)
@@ -321,57 +341,68 @@ def _fused_backward_eager(weight, states, row_states, step, *args):
 
 
 _EAGER_BACKWARD_OPS = (_fused_backward_eager, _flat_backward, _per_sample_weights_grad)
+_EAGER_SPARSE_BACKWARD_OPS = (_fused_backward_eager, _sparse_backward, _per_sample_weights_grad)
 
 
 # apply(weight, inputs): the op's arguments ride in one tuple after the weight, the only one that takes
 # a gradient, since autograd.Function.apply costs about half a microsecond per argument.
 class _EagerLookup(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, inputs):
+    def forward(ctx, weight, inputs, sparse):
         out = _lookup_forward(*inputs)
         _lookup_setup(ctx, inputs, out)
+        ctx.backward_ops = _EAGER_SPARSE_BACKWARD_OPS if sparse else _EAGER_BACKWARD_OPS
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return _lookup_grad_weight(ctx, grad, _EAGER_BACKWARD_OPS), None
+        return _lookup_grad_weight(ctx, grad, ctx.backward_ops), None, None
 
 
 class _EagerBag(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, per_sample_weights, inputs):
+    def forward(ctx, weight, per_sample_weights, inputs, sparse):
         out, argmax = _bag_forward(*inputs)
         ctx.mark_non_differentiable(argmax)
         _bag_setup(ctx, inputs, (out, argmax))
+        ctx.backward_ops = _EAGER_SPARSE_BACKWARD_OPS if sparse else _EAGER_BACKWARD_OPS
         return out, argmax
 
     @staticmethod
     def backward(ctx, grad, _grad_argmax):
-        grad_weight, grad_psw = _bag_grads(ctx, grad, _EAGER_BACKWARD_OPS, *ctx.needs_input_grad[:2])
-        return grad_weight, grad_psw, None
+        grad_weight, grad_psw = _bag_grads(ctx, grad, ctx.backward_ops, *ctx.needs_input_grad[:2])
+        return grad_weight, grad_psw, None, None
+
+
+def _no_sparse_under_compile(sparse: bool) -> None:
+    if sparse:
+        raise NotImplementedError("pyscall: sparse=True gradients are eager-only; under torch.compile use "
+                                  "sparse=False or a fused optimizer")
 
 
 def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: int, padding_idx: int,
            states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
-           optimizer: str) -> Tensor:
-    """Padded lookup ids [N] -> [N, d_max] with its backward (flat gradient or fused update)."""
+           optimizer: str, sparse: bool = False) -> Tensor:
+    """Padded lookup ids [N] -> [N, d_max] with its backward (flat gradient, dense or sparse, or fused update)."""
     args = (weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer)
     if torch.compiler.is_compiling():
+        _no_sparse_under_compile(sparse)
         return embedding_lookup(*args)
     if torch.is_grad_enabled() and weight.requires_grad:
-        return _EagerLookup.apply(weight, args)
+        return _EagerLookup.apply(weight, args, sparse)
     return _lookup_forward(*args)  # inference: no graph to record
 
 
 def bag(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offsets: Tensor, mode: str,
         per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int, states: list[Tensor],
-        row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str) -> Tensor:
+        row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str, sparse: bool = False) -> Tensor:
     """Pooled lookup over bags [B+1] -> [B, d_max] with its backward."""
     args = (weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx, states,
             row_states, step, hparams, optimizer)
     if torch.compiler.is_compiling():
+        _no_sparse_under_compile(sparse)
         return bag_lookup(*args)[0]
     psw_grad = per_sample_weights is not None and per_sample_weights.requires_grad
     if torch.is_grad_enabled() and (weight.requires_grad or psw_grad):
-        return _EagerBag.apply(weight, per_sample_weights, args)[0]
+        return _EagerBag.apply(weight, per_sample_weights, args, sparse)[0]
     return _bag_forward(*args)[0]  # inference: no graph to record

@@ -145,6 +145,58 @@ def test_include_last_offset_ignores_ids_past_the_last_offset(mode):
     assert not _flat_grad_as_dense(ours)[~touched].any()
 
 
+@pytest.mark.parametrize("mode,weighted", [(None, False), ("sum", True), ("mean", False), ("max", False)])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_sparse_gradient_equals_the_dense_one(mode, weighted, ragged):
+    # sparse=True: weight.grad is a sparse COO tensor whose dense form is the drop-in dense gradient.
+    torch.manual_seed(6)
+    widths = torch.randint(0, 7, (40,), dtype=torch.int32) if ragged else None
+    make = (lambda **kw: pyscall.Embedding(40, 6, padding_idx=7, widths=widths, **kw)) if mode is None else \
+        (lambda **kw: pyscall.EmbeddingBag(40, 6, mode=mode, padding_idx=7, widths=widths, **kw))
+    dense, sparse = make(), make(sparse=True)
+    sparse.load_state_dict(dense.state_dict())
+    ids, offsets = _bag_inputs("1d")
+    grads = []
+    for table in (dense, sparse):
+        psw = torch.linspace(-1, 2, ids.numel()).requires_grad_(True) if weighted else None
+        out = table(ids) if mode is None else table(ids, offsets, per_sample_weights=psw)
+        (out * torch.linspace(-2, 1, out.numel()).view(out.shape)).sum().backward()
+        grads.append(psw.grad if weighted else None)
+    assert sparse.weight.grad.is_sparse and not dense.weight.grad.is_sparse
+    torch.testing.assert_close(sparse.weight.grad.to_dense(), dense.weight.grad, rtol=1e-6, atol=1e-6)
+    if weighted:
+        torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_sparse_true_trains_with_torch_sparse_optimizers_like_torch():
+    torch.manual_seed(7)
+    ours = pyscall.Embedding(50, 8, sparse=True)
+    ref = nn.Embedding(50, 8, sparse=True)
+    with torch.no_grad():
+        ref.weight.copy_(ours.to_dense())
+    opts = [torch.optim.SparseAdam(ours.parameters(), lr=0.05), torch.optim.SparseAdam(ref.parameters(), lr=0.05)]
+    for step in range(4):
+        ids = torch.randint(0, 50, (30,))
+        ids[:3] = ids[3]  # duplicates
+        for table, opt in zip((ours, ref), opts):
+            opt.zero_grad()
+            table(ids).pow(2).sum().backward()
+            opt.step()
+        torch.testing.assert_close(ours.to_dense(), ref.weight.detach(), rtol=1e-5, atol=1e-6)
+    ours.resize(torch.tensor([1, 2]), 3, optimizer=opts[0])  # SparseAdam's moments move with the rows
+    opts[0].zero_grad()
+    ours(torch.arange(5)).sum().backward()
+    opts[0].step()
+
+
+def test_sparse_true_needs_drop_in_mode_and_eager():
+    with pytest.raises(ValueError, match="drop-in"):
+        pyscall.Embedding(10, 4, sparse=True, optimizer="adam")
+    emb = pyscall.Embedding(10, 4, sparse=True)
+    with pytest.raises(Exception, match="eager-only"):
+        torch.compile(emb, fullgraph=True)(torch.tensor([1, 2]))
+
+
 def test_unsupported_torch_keywords_raise():
     with pytest.raises(NotImplementedError, match="max_norm"):
         pyscall.Embedding(10, 4, max_norm=1.0)
