@@ -100,6 +100,18 @@ def pyscall_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widt
     return step, emb.memory_stats()["capacity_bytes"]
 
 
+def dropin_sparse_step(d: int, rows: int, ids: Batches, grad):
+    """Drop-in mode with sparse=True and torch's SparseAdam: the code of the baseline, unchanged."""
+    emb = pyscall.Embedding(rows, d, sparse=True)
+    opt = torch.optim.SparseAdam(emb.parameters())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        emb(ids()).backward(grad)
+        opt.step()
+    return step
+
+
 def kernels_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widths=None):
     """The C++ kernels of a fused step alone, on a table of their own: the padded lookup, then the
     fused update from `grad` (no module, autograd or Python around them)."""
@@ -145,6 +157,17 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
                                 threads=threads, baseline=baseline, base_ms=base * 1e3, ours_ms=ours * 1e3,
                                 speedup=base / ours, alternating=alt_base / alt_ours, memory=""))
             del base_fn, kernels_fn
+
+    # Drop-in mode as the baseline's code has it (sparse=True + SparseAdam): torch's optimizer then updates
+    # element-wise sparse gradients of the flat buffer, which costs more than its row-wise ones.
+    grad = torch.randn(batch, 64)
+    base_fn, _ = torch_step(64, rows, "adam", Batches(pool), grad)
+    ours_fn = dropin_sparse_step(64, rows, Batches(pool), grad)
+    (base, ours), (alt_base, alt_ours) = compared(base_fn, ours_fn, repeat=repeat, block=block)
+    results.append(dict(what="train step, drop-in sparse=True + torch SparseAdam, all widths 64", threads=threads,
+                        baseline="nn.Embedding(sparse) + SparseAdam", base_ms=base * 1e3, ours_ms=ours * 1e3,
+                        speedup=base / ours, alternating=alt_base / alt_ours, memory=""))
+    del base_fn, ours_fn
 
     # A small batch: what the module and autograd add to a step shows most here.
     small = [torch.randint(0, rows, (64,)) for _ in range(batches)]
