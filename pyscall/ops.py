@@ -261,26 +261,21 @@ flat_backward = torch.library.custom_op("pyscall::flat_backward", mutates_args=(
 def _sparse_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
                      widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
                      padding_idx: int) -> Tensor:
-    """The gradient of the flat weight as a coalesced sparse COO tensor (sparse=True, eager only): each
-    touched row's first width entries, duplicates summed in position order, rows in offset order so the
-    flat indices come sorted (SparseAdam's coalesce of an element-wise gradient costs more than its step).
-    Torch ops only, so it runs on any device."""
+    """The gradient of the flat weight as an uncoalesced sparse COO tensor (sparse=True, eager only): one
+    entry per touched element of each position's row, as torch's sparse embedding gradient has one row per
+    position. Torch ops only, so it runs on any device."""
     ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
     rows = grad if src_index is None else grad[src_index]
     if scale is not None:
         rows = rows * scale.to(grad.dtype)[:, None]
+    cols = torch.arange(grad.shape[1], device=grad.device)
+    keep = cols[None, :] < widths[ids_k].to(torch.int64)[:, None]
     if argmax is not None:  # "max": a position takes the gradient of the columns where it was the maximum
         positions = torch.arange(ids_k.numel(), device=grad.device)
-        rows = torch.where(argmax[src_index] == positions[:, None], rows, 0)
-    touched, inverse = torch.unique(ids_k, return_inverse=True)
-    combined = rows.new_zeros(touched.numel(), rows.shape[1]).index_add_(0, inverse, rows)
-    order = offsets[touched].argsort()
-    touched, combined = touched[order], combined[order]
-    cols = torch.arange(grad.shape[1], device=grad.device)
-    keep = cols[None, :] < widths[touched].to(torch.int64)[:, None]
-    index = (offsets[touched][:, None] + cols[None, :])[keep]
-    return torch.sparse_coo_tensor(index[None, :], combined[keep], (weight.numel(),), is_coalesced=True,
-                                   check_invariants=False)  # sorted, unique and inside the buffer by construction
+        keep &= argmax[src_index] == positions[:, None]
+    index = (offsets[ids_k][:, None] + cols[None, :])[keep]
+    return torch.sparse_coo_tensor(index[None, :], rows[keep], (weight.numel(),), is_coalesced=False,
+                                   check_invariants=False)  # indices lie in the buffer by construction
 
 
 @flat_backward.register_fake
