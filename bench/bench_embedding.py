@@ -55,6 +55,17 @@ def compared(*fns, repeat: int, block: int) -> tuple[list[float], list[float]]:
     return timed(*fns, repeat=repeat, block=block), timed(*fns, repeat=repeat * block)
 
 
+def step_row(what: str, threads: int, baseline: str, times, memory: str = "") -> dict:
+    """A result row for a timed pair: times = compared(baseline fn, pyscall fn)."""
+    (base, ours), (alt_base, alt_ours) = times
+    return dict(what=what, threads=threads, baseline=baseline, base_ms=base * 1e3, ours_ms=ours * 1e3,
+                speedup=base / ours, alternating=alt_base / alt_ours, memory=memory)
+
+
+def torch_baseline(optimizer: str) -> str:
+    return f"nn.Embedding(sparse) + {'SparseAdam' if optimizer == 'adam' else 'SGD'}"
+
+
 def copy_bandwidth(repeat: int) -> float:
     src = torch.randn(64 * 2**20)  # 256 MiB
     dst = torch.empty_like(src)
@@ -142,20 +153,16 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
         for optimizer in ("adam", "sgd"):
             base_fn, base_bytes = torch_step(d_max, rows, optimizer, Batches(pool), grad)
             ours_fn, ours_bytes = pyscall_step(d_max, rows, optimizer, Batches(pool), grad, widths)
-            (base, ours), (alt_base, alt_ours) = compared(base_fn, ours_fn, repeat=repeat, block=block)
-            baseline = f"nn.Embedding(sparse) + {'SparseAdam' if optimizer == 'adam' else 'SGD'}"
-            results.append(dict(what=f"train step {optimizer}, {label}", threads=threads, baseline=baseline,
-                                base_ms=base * 1e3, ours_ms=ours * 1e3, speedup=base / ours,
-                                alternating=alt_base / alt_ours,
-                                memory=f"{ours_bytes / 2**20:.0f} MiB vs {base_bytes / 2**20:.0f} MiB "
-                                       f"({ours_bytes / base_bytes:.3f}x)"))
+            results.append(step_row(f"train step {optimizer}, {label}", threads, torch_baseline(optimizer),
+                                    compared(base_fn, ours_fn, repeat=repeat, block=block),
+                                    f"{ours_bytes / 2**20:.0f} MiB vs {base_bytes / 2**20:.0f} MiB "
+                                    f"({ours_bytes / base_bytes:.3f}x)"))
             del ours_fn
             # What the step's kernels alone reach: a bound on what less overhead could give.
             kernels_fn = kernels_step(d_max, rows, optimizer, Batches(pool), grad, widths)
-            (base, ours), (alt_base, alt_ours) = compared(base_fn, kernels_fn, repeat=repeat, block=block)
-            results.append(dict(what=f"train step {optimizer}, {label}: kernels alone (lookup + fused_update)",
-                                threads=threads, baseline=baseline, base_ms=base * 1e3, ours_ms=ours * 1e3,
-                                speedup=base / ours, alternating=alt_base / alt_ours, memory=""))
+            results.append(step_row(f"train step {optimizer}, {label}: kernels alone (lookup + fused_update)",
+                                    threads, torch_baseline(optimizer),
+                                    compared(base_fn, kernels_fn, repeat=repeat, block=block)))
             del base_fn, kernels_fn
 
     # Drop-in mode as the baseline's code has it (sparse=True + SparseAdam): torch's optimizer then updates
@@ -163,10 +170,8 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
     grad = torch.randn(batch, 64)
     base_fn, _ = torch_step(64, rows, "adam", Batches(pool), grad)
     ours_fn = dropin_sparse_step(64, rows, Batches(pool), grad)
-    (base, ours), (alt_base, alt_ours) = compared(base_fn, ours_fn, repeat=repeat, block=block)
-    results.append(dict(what="train step, drop-in sparse=True + torch SparseAdam, all widths 64", threads=threads,
-                        baseline="nn.Embedding(sparse) + SparseAdam", base_ms=base * 1e3, ours_ms=ours * 1e3,
-                        speedup=base / ours, alternating=alt_base / alt_ours, memory=""))
+    results.append(step_row("train step, drop-in sparse=True + torch SparseAdam, all widths 64", threads,
+                            torch_baseline("adam"), compared(base_fn, ours_fn, repeat=repeat, block=block)))
     del base_fn, ours_fn
 
     # A small batch: what the module and autograd add to a step shows most here.
@@ -175,11 +180,8 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
     for optimizer in ("adam", "sgd"):
         base_fn, _ = torch_step(64, rows, optimizer, Batches(small), grad)
         ours_fn, _ = pyscall_step(64, rows, optimizer, Batches(small), grad)
-        (base, ours), (alt_base, alt_ours) = compared(base_fn, ours_fn, repeat=repeat, block=block)
-        results.append(dict(what=f"train step {optimizer}, all widths 64, batch 64", threads=threads,
-                            baseline=f"nn.Embedding(sparse) + {'SparseAdam' if optimizer == 'adam' else 'SGD'}",
-                            base_ms=base * 1e3, ours_ms=ours * 1e3, speedup=base / ours,
-                            alternating=alt_base / alt_ours, memory=""))
+        results.append(step_row(f"train step {optimizer}, all widths 64, batch 64", threads,
+                                torch_baseline(optimizer), compared(base_fn, ours_fn, repeat=repeat, block=block)))
         del base_fn, ours_fn
 
     # Lookups: bytes per second against index_select into a preallocated output at the same d_max.
@@ -240,12 +242,10 @@ def fbgemm_rows(rows: int, pool: list, repeat: int, block: int, threads: int) ->
                                                     pooling_mode=PoolingMode.SUM)
         ours_fn, _ = pyscall_step(d, rows, ours_name, Batches(pool), grad)
         ids = Batches(pool)
-        (base, ours), (alt_base, alt_ours) = compared(lambda: tbe(ids(), bag_offsets).backward(grad), ours_fn,
-                                                     repeat=repeat, block=block)
+        times = compared(lambda: tbe(ids(), bag_offsets).backward(grad), ours_fn, repeat=repeat, block=block)
         del tbe, ours_fn
-        results.append(dict(what=f"train step {ours_name}, all widths 64", threads=threads,
-                            baseline=f"FBGEMM CPU TBE {fb_opt.name}", base_ms=base * 1e3, ours_ms=ours * 1e3,
-                            speedup=base / ours, alternating=alt_base / alt_ours, memory=""))
+        results.append(step_row(f"train step {ours_name}, all widths 64", threads, f"FBGEMM CPU TBE {fb_opt.name}",
+                                times))
     return results
 
 
