@@ -22,8 +22,8 @@ _STATE_COUNTS = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 0, "adam": 2}
 def _check(name: str, t, dtype: torch.dtype | tuple[torch.dtype, ...], ndim: int) -> torch.Tensor:
     # Runs a dozen times a step: the passing case first, in one expression (t.is_cpu, not t.device,
     # which builds a device object).
-    if isinstance(t, torch.Tensor) and (t.dtype in dtype if isinstance(dtype, tuple) else t.dtype == dtype) and t.is_cpu \
-            and t.dim() == ndim and t.is_contiguous():
+    if isinstance(t, torch.Tensor) and (t.dtype in dtype if isinstance(dtype, tuple) else t.dtype == dtype) \
+            and t.is_cpu and t.dim() == ndim and t.is_contiguous():
         return t
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

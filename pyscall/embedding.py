@@ -88,14 +88,18 @@ class RaggedTable(nn.Module):
             self._zero_row(padding_idx)
         # The flat buffer itself; the arena swaps its storage on reallocation, so this stays the same object.
         self.weight = nn.Parameter(self._arena.weight, requires_grad=True)
-        self._arena.weight = self.weight
-        _TABLES[self.weight] = weakref.ref(self)
+        self._bind_weight()
         hparams = [defaults["lr"] if lr is None else lr, defaults["eps"] if eps is None else eps,
                    betas[0], betas[1], weight_decay]
         self.register_buffer("_hparams", torch.tensor(hparams, dtype=torch.float64), persistent=False)
         self.register_buffer("_step", torch.zeros(1, dtype=torch.int64), persistent=False)
         self._layout_version = 0
         self._aligned = weakref.WeakKeyDictionary()  # torch optimizer -> layout version its state matches
+
+    def _bind_weight(self) -> None:
+        # The arena moves rows in this Parameter itself; the optimizer step hook finds the table from it.
+        self._arena.weight = self.weight
+        _TABLES[self.weight] = weakref.ref(self)
 
     # -- pickling and copy.deepcopy ----------------------------------------------------------------
     # The arena pickles its exact layout, so values, fused optimizer state and a torch optimizer's state
@@ -108,7 +112,7 @@ class RaggedTable(nn.Module):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._aligned = weakref.WeakKeyDictionary()
-        _TABLES[self.weight] = weakref.ref(self)
+        self._bind_weight()
 
     # -- Module.to / cuda / cpu / share_memory ----------------------------------------------------
     def _apply(self, fn, recurse=True):
@@ -120,13 +124,12 @@ class RaggedTable(nn.Module):
             raise TypeError(f"a pyscall table keeps the dtype it was built with ({weight.dtype}), which its "
                             f"budget counts; build it with dtype={target.dtype} instead")
         super()._apply(fn, recurse)
+        self._bind_weight()  # the same Parameter unless torch made a new one for the converted data
         a = self._arena
-        a.weight = self.weight  # the same Parameter unless torch made a new one for the converted data
         a.state = [fn(t) for t in a.state]
         a.row_state = [fn(t) for t in a.row_state]
         a._config["device"] = self.weight.device
         a._refresh()
-        _TABLES[self.weight] = weakref.ref(self)
         return self
 
     # -- initialisation ------------------------------------------------------------------------
@@ -303,9 +306,10 @@ class Embedding(RaggedTable):
     With `widths=None` it matches `torch.nn.Embedding` (values, gradients, init). `optimizer=None`
     is drop-in mode: `weight` is the flat buffer as an `nn.Parameter` and any torch optimizer trains
     it; with `sparse=True` its gradient is a sparse COO tensor of the touched entries, as torch's
-    `sparse=True` gives (for SparseAdam, SGD, Adagrad). `optimizer="sgd" | "adagrad" | "rowwise_adagrad" | "adam"` fuses the update into backward:
-    each backward through a forward call is one optimizer step on the rows that call touched, so
-    look up all ids of a training step in one call (concatenate them).
+    `sparse=True` gives (for SparseAdam, SGD, Adagrad). `optimizer="sgd" | "adagrad" |
+    "rowwise_adagrad" | "adam"` fuses the update into backward: each backward through a forward call
+    is one optimizer step on the rows that call touched, so look up all ids of a training step in one
+    call (concatenate them).
     """
 
     def forward(self, input: Tensor) -> Tensor:

@@ -258,6 +258,11 @@ def _flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optio
 flat_backward = torch.library.custom_op("pyscall::flat_backward", mutates_args=())(_flat_backward)
 
 
+@flat_backward.register_fake
+def _(weight, grad, ids, bag_offsets, offsets, widths, pool_mode, per_sample_weights, argmax, padding_idx):
+    return torch.empty_like(weight)
+
+
 def _sparse_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
                      widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
                      padding_idx: int) -> Tensor:
@@ -276,11 +281,6 @@ def _sparse_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Opt
     index = (offsets[ids_k][:, None] + cols[None, :])[keep]
     return torch.sparse_coo_tensor(index[None, :], rows[keep], (weight.numel(),), is_coalesced=False,
                                    check_invariants=False)  # indices lie in the buffer by construction
-
-
-@flat_backward.register_fake
-def _(weight, grad, ids, bag_offsets, offsets, widths, pool_mode, per_sample_weights, argmax, padding_idx):
-    return torch.empty_like(weight)
 
 
 def _fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tensor], step: Tensor,

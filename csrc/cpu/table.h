@@ -50,8 +50,8 @@ inline void prefetch_row(const T* p, int64_t w) {
 }
 
 // 24 rows ahead: on the 2-core Intel Xeon (Dec 2026), against 8, the fused Adam update at width 64 took
-// 7% less time and the width-256 lookup 18% less, other kernels the same (4 alternating runs of each,
-// as ratios to index_select in the same process). Fewer lines per row (only a row's first 256 bytes,
+// about 7% less time (6 of 7 alternating runs) and the width-256 lookup about 15% less (7 of 7), other
+// kernels the same (ratios to index_select in the same process). Fewer lines per row (only a row's first 256 bytes,
 // leaving the rest to the hardware prefetcher) helped the width-256 Adam update in some runs and hurt the
 // width-64 lookup in others, so every line of the row is still prefetched.
 constexpr int64_t kPrefetchDistance = 24;
