@@ -103,8 +103,14 @@ def torch_step(d: int, rows: int, optimizer: str, ids: Batches, grad):
     return step, emb.weight.numel() * 4 * (3 if optimizer == "adam" else 1)
 
 
-def pyscall_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widths=None):
+def pyscall_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widths=None, ragged_layout=False):
+    """ragged_layout: a table of the same widths that is no longer laid out uniformly (one row resized
+    away and back), so that its kernels find each row through its offset and width."""
     emb = pyscall.Embedding(rows, d_max, widths=widths, optimizer=optimizer, lr=0.01)
+    if ragged_layout:
+        emb.resize([0], d_max - 1)
+        emb.resize([0], d_max)
+        assert emb._arena.uniform_width == 0
 
     def step():
         emb(ids()).backward(grad)
@@ -132,10 +138,10 @@ def kernels_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widt
 
     def step():
         batch = ids()
-        backend_cpu.lookup(a.weight, a.offsets, a.widths, batch, d_max)
+        backend_cpu.lookup(a.weight, a.offsets, a.widths, batch, d_max, a.uniform_width)
         backend_cpu.fused_update(grad, batch, None, None, None, a.offsets, a.widths, a.weight.detach(), states,
                                  row_states[0] if row_states else None,
-                                 **ops._optimizer_args(hparams, step_count, optimizer))
+                                 **ops._optimizer_args(hparams, step_count, optimizer), uniform_width=a.uniform_width)
     return step
 
 
@@ -163,6 +169,13 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
             results.append(step_row(f"train step {optimizer}, {label}: kernels alone (lookup + fused_update)",
                                     threads, torch_baseline(optimizer),
                                     compared(base_fn, kernels_fn, repeat=repeat, block=block)))
+            if widths is None and optimizer == "adam":
+                # The same widths through the metadata path, as every table whose widths differ takes it.
+                ragged_fn, _ = pyscall_step(d_max, rows, optimizer, Batches(pool), grad, ragged_layout=True)
+                results.append(step_row(f"train step {optimizer}, {label}, ragged layout (rows found through "
+                                        "their offsets and widths)", threads, torch_baseline(optimizer),
+                                        compared(base_fn, ragged_fn, repeat=repeat, block=block)))
+                del ragged_fn
             del base_fn, kernels_fn
 
     # Drop-in mode as the baseline's code has it (sparse=True + SparseAdam): torch's optimizer then updates
@@ -204,7 +217,7 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
             a, k = Batches(pool), Batches(pool)
             (base_k, kernel), alt_k = compared(
                 lambda: torch.index_select(dense, 0, a(), out=out),
-                lambda: backend_cpu.lookup(table.weight, table.offsets, table.widths, k(), d_max),
+                lambda: backend_cpu.lookup(table.weight, table.offsets, table.widths, k(), d_max, table.uniform_width),
                 repeat=repeat, block=block)
         del dense, emb, table
         for kind, base, seconds, written, (alt_base, alt_ours) in [

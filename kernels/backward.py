@@ -189,7 +189,8 @@ def _launch(opt, grad_src, ids, src_index, scale, argmax, offsets, widths, weigh
         num_warps=warps)
 
 
-def flat_grad(grad_src, ids, src_index, scale, argmax, offsets, widths, capacity):
+def flat_grad(grad_src, ids, src_index, scale, argmax, offsets, widths, capacity, uniform_width=0):
+    # uniform_width (kernels/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
     _, n = _check_grad_args(grad_src, ids, src_index, scale, argmax, offsets, widths, UPDATE_DTYPES)
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
         raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
@@ -200,7 +201,8 @@ def flat_grad(grad_src, ids, src_index, scale, argmax, offsets, widths, capacity
 
 
 def fused_update(grad_src, ids, src_index, scale, argmax, offsets, widths, weight, state, row_state,
-                 optimizer, lr, eps, beta1, beta2, weight_decay, step):
+                 optimizer, lr, eps, beta1, beta2, weight_decay, step, uniform_width=0):
+    # uniform_width (kernels/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     device = check_weight(weight, UPDATE_DTYPES)

@@ -27,7 +27,8 @@ def tile(d_max):
     return row_tile(d_max, 4096, 256)
 
 
-def lookup(weight, offsets, widths, ids, d_max):
+def lookup(weight, offsets, widths, ids, d_max, uniform_width=0):
+    # uniform_width (kernels/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
     device = check_weight(weight)
     num_rows = check_table(offsets, widths, device, d_max)
     n = check_ids(ids, device, num_rows)

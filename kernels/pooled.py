@@ -60,7 +60,8 @@ def tile(d_max):
     return max(1, 1024 // block_d), block_d
 
 
-def pooled(weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max):
+def pooled(weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max, uniform_width=0):
+    # uniform_width (kernels/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
     device = check_weight(weight)
     num_rows = check_table(offsets, widths, device, d_max)
     n = check_ids(ids, device, num_rows)

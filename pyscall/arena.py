@@ -21,7 +21,9 @@ Semantics shared by every operation:
   ``companions`` (extra flat tensors with the weight's layout, e.g. a torch
   optimizer's ``exp_avg``) move with the rows but do not count toward it.
 - ``offsets``/``widths`` are zero-copy views of the C++ metadata: read them,
-  never write them, and re-read them after each operation.
+  never write them, and re-read them after each operation. ``uniform_width``
+  is W > 0 while every row has width W at offset ``id * W`` (a table built
+  without widths, until a layout operation breaks that), else 0.
 """
 from __future__ import annotations
 
@@ -156,6 +158,8 @@ class RaggedArena:
         # The metadata lives on the host; a CUDA table gets device copies for its kernels.
         self.offsets = torch.from_numpy(self._arena.offsets).to(self.weight.device)
         self.widths = torch.from_numpy(self._arena.widths).to(self.weight.device)
+        # W > 0 while every row has width W at offset id * W: the CPU kernels then skip the metadata.
+        self.uniform_width = self._arena.uniform_width
 
     @property
     def budget_bytes(self) -> int | None:

@@ -1,7 +1,8 @@
 """CPU backend of the ragged-table kernels (contract: the four functions below, shared with the
 Triton backend). Checks dtypes, devices, contiguity and shapes, allocates outputs, and calls
 ``pyscall._C.cpu`` with raw pointers; the C++ side releases the GIL and runs
-``torch.get_num_threads()`` OpenMP threads."""
+``torch.get_num_threads()`` OpenMP threads. With ``uniform_width`` W > 0 (the arena's, never a guess)
+the kernels find row i at ``weight[i * W : (i + 1) * W]`` without reading offsets and widths."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -68,21 +69,21 @@ def _optional(name: str, t, dtype: torch.dtype, shape: tuple[int, ...]) -> int:
 
 
 def lookup(weight: torch.Tensor, offsets: torch.Tensor, widths: torch.Tensor, ids: torch.Tensor,
-           d_max: int) -> torch.Tensor:
+           d_max: int, uniform_width: int = 0) -> torch.Tensor:
     """Padded lookup: [N, d_max], each row's width values followed by zeros."""
     code = _table(weight, offsets, widths)
     _check("ids", ids, torch.int64, 1)
     d_max = _d_max(d_max)
     out = torch.empty(ids.numel(), d_max, dtype=weight.dtype)
     _C.cpu.lookup(code, weight.data_ptr(), weight.numel(), offsets.data_ptr(), widths.data_ptr(),
-                  offsets.numel(), d_max, ids.data_ptr(), ids.numel(), out.data_ptr(),
+                  offsets.numel(), d_max, uniform_width, ids.data_ptr(), ids.numel(), out.data_ptr(),
                   torch.get_num_threads())
     return out
 
 
 def pooled(weight: torch.Tensor, offsets: torch.Tensor, widths: torch.Tensor, ids: torch.Tensor,
            bag_offsets: torch.Tensor, mode: str, per_sample_weights: torch.Tensor | None,
-           d_max: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+           d_max: int, uniform_width: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled lookup over bags ``ids[bag_offsets[b]:bag_offsets[b+1]]`` with mode "sum", "mean" or
     "max" over the logical (zero-padded) rows. Returns (out [B, d_max], argmax [B, d_max] int64 for
     "max" (position in ids of the first maximum, -1 for an empty bag) else None)."""
@@ -101,7 +102,7 @@ def pooled(weight: torch.Tensor, offsets: torch.Tensor, widths: torch.Tensor, id
     out = torch.empty(bags, d_max, dtype=weight.dtype)
     argmax = torch.empty(bags, d_max, dtype=torch.int64) if mode == "max" else None
     _C.cpu.pooled(code, weight.data_ptr(), weight.numel(), offsets.data_ptr(), widths.data_ptr(),
-                  offsets.numel(), d_max, ids.data_ptr(), ids.numel(), bag_offsets.data_ptr(),
+                  offsets.numel(), d_max, uniform_width, ids.data_ptr(), ids.numel(), bag_offsets.data_ptr(),
                   bags, _POOL_MODES[mode], psw, out.data_ptr(),
                   0 if argmax is None else argmax.data_ptr(), torch.get_num_threads())
     return out, argmax
@@ -124,7 +125,7 @@ def _grad_source(grad_src, ids, src_index, scale, argmax, dtype=None) -> tuple:
 
 def flat_grad(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Tensor | None,
               scale: torch.Tensor | None, argmax: torch.Tensor | None, offsets: torch.Tensor,
-              widths: torch.Tensor, capacity: int) -> torch.Tensor:
+              widths: torch.Tensor, capacity: int, uniform_width: int = 0) -> torch.Tensor:
     """Gradient w.r.t. the flat buffer, shape [capacity]: zeros except the first width entries of
     touched rows, duplicate ids summed in position order."""
     src = _grad_source(grad_src, ids, src_index, scale, argmax)
@@ -135,7 +136,7 @@ def flat_grad(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Tensor
         raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
     out = torch.empty(capacity, dtype=grad_src.dtype)
     _C.cpu.flat_grad(*src, offsets.data_ptr(), widths.data_ptr(), offsets.numel(), grad_src.shape[1],
-                     out.data_ptr(), capacity, torch.get_num_threads())
+                     uniform_width, out.data_ptr(), capacity, torch.get_num_threads())
     return out
 
 
@@ -144,7 +145,7 @@ def fused_update(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Ten
                  widths: torch.Tensor, weight: torch.Tensor,
                  state: Sequence[torch.Tensor] | None, row_state: torch.Tensor | None,
                  optimizer: str, lr: float, eps: float, beta1: float, beta2: float,
-                 weight_decay: float, step: int) -> None:
+                 weight_decay: float, step: int, uniform_width: int = 0) -> None:
     """Combines the per-row gradients as flat_grad does and applies the optimizer in place to the
     touched rows of weight and of its state ("adagrad": [sum], "adam": [m, v], same layout as
     weight; "rowwise_adagrad": row_state float32 [num_rows])."""
@@ -172,6 +173,6 @@ def fused_update(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Ten
         raise ValueError(f"step must be an int >= 1, got {step!r}")
     # Positional: keyword arguments cost pybind11 about 3 us here, a tenth of a small step.
     _C.cpu.fused_update(*src, offsets.data_ptr(), widths.data_ptr(), offsets.numel(), grad_src.shape[1],
-                        weight.data_ptr(), weight.numel(), pointers[0], pointers[1], row_pointer,
+                        uniform_width, weight.data_ptr(), weight.numel(), pointers[0], pointers[1], row_pointer,
                         _OPTIMIZERS[optimizer], float(lr), float(eps), float(beta1), float(beta2),
                         float(weight_decay), step, torch.get_num_threads())

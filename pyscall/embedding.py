@@ -257,7 +257,7 @@ class RaggedTable(nn.Module):
 
     def _kernel_args(self):
         a = self._arena
-        return a.offsets, a.widths
+        return a.offsets, a.widths, a.uniform_width
 
     def _optimizer_buffers(self):
         if self.optimizer is None:
@@ -314,9 +314,9 @@ class Embedding(RaggedTable):
 
     def forward(self, input: Tensor) -> Tensor:
         ids = self._ids(input)
-        offsets, widths = self._kernel_args()
+        offsets, widths, uniform_width = self._kernel_args()
         states, row_states, step, hparams, optimizer = self._optimizer_buffers()
-        out = ops.lookup(self.weight, offsets, widths, ids, self.embedding_dim,
+        out = ops.lookup(self.weight, offsets, widths, uniform_width, ids, self.embedding_dim,
                          -1 if self.padding_idx is None else self.padding_idx,
                          states, row_states, step, hparams, optimizer, sparse=self.sparse)
         # A 1-D input already has the output's shape: no view (and no view node in backward).
@@ -366,9 +366,9 @@ class EmbeddingBag(RaggedTable):
             if per_sample_weights.dtype != self.weight.dtype:
                 raise TypeError(f"per_sample_weights must be {self.weight.dtype}, got {per_sample_weights.dtype}")
             per_sample_weights = per_sample_weights.reshape(-1)
-        table_offsets, widths = self._kernel_args()
+        table_offsets, widths, uniform_width = self._kernel_args()
         states, row_states, step, hparams, optimizer = self._optimizer_buffers()
-        return ops.bag(self.weight, table_offsets, widths, ids, bag_offsets.contiguous(), self.mode,
+        return ops.bag(self.weight, table_offsets, widths, uniform_width, ids, bag_offsets.contiguous(), self.mode,
                        per_sample_weights, self.embedding_dim, -1 if self.padding_idx is None else self.padding_idx,
                        states, row_states, step, hparams, optimizer, sparse=self.sparse)
 

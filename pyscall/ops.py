@@ -123,25 +123,26 @@ def _optimizer_args(hparams: Tensor, step: Tensor, optimizer: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Padded lookup: ids [N] -> [N, d_max]
 # ---------------------------------------------------------------------------------------------
-def _lookup_forward(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: int,
+def _lookup_forward(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, d_max: int,
                     padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor,
                     hparams: Tensor, optimizer: str) -> Tensor:
     # states/row_states/step/hparams/optimizer ride along only for the backward (the fused update).
     # The backend raises IndexError for an id out of range (kernels/CONTRACT.md).
-    return backend(weight.device).lookup(weight, offsets, widths, ids, d_max)
+    return backend(weight.device).lookup(weight, offsets, widths, ids, d_max, uniform_width)
 
 
 embedding_lookup = torch.library.custom_op("pyscall::embedding_lookup", mutates_args=())(_lookup_forward)
 
 
 @embedding_lookup.register_fake
-def _(weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer):
+def _(weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer):
     return weight.new_empty((ids.shape[0], d_max))
 
 
 def _lookup_setup(ctx, inputs, output):
-    weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer = inputs
-    ctx.padding_idx, ctx.optimizer, ctx.n_states, ctx.n_row_states = padding_idx, optimizer, len(states), len(row_states)
+    weight, offsets, widths, ctx.uniform_width, ids, _, ctx.padding_idx, states, row_states, step, hparams, \
+        ctx.optimizer = inputs
+    ctx.n_states, ctx.n_row_states = len(states), len(row_states)
     ctx.save_for_backward(weight, offsets, widths, ids, step, hparams, *states, *row_states)
 
 
@@ -152,14 +153,15 @@ def _lookup_grad_weight(ctx, grad, backward_ops):
     states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
     if ctx.optimizer:
         fused(weight.detach(), states, row_states, step, hparams, ctx.optimizer, grad.contiguous(), ids, None,
-              offsets, widths, "", None, None, ctx.padding_idx)
+              offsets, widths, ctx.uniform_width, "", None, None, ctx.padding_idx)
         return None
-    return flat(weight, grad.contiguous(), ids, None, offsets, widths, "", None, None, ctx.padding_idx)
+    return flat(weight, grad.contiguous(), ids, None, offsets, widths, ctx.uniform_width, "", None, None,
+                ctx.padding_idx)
 
 
 def _lookup_backward(ctx, grad):
     grad_weight = _lookup_grad_weight(ctx, grad, _custom_backward_ops())
-    return (grad_weight,) + (None,) * 5 + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3
+    return (grad_weight,) + (None,) * 6 + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3
 
 
 embedding_lookup.register_autograd(_lookup_backward, setup_context=_lookup_setup)
@@ -168,7 +170,7 @@ embedding_lookup.register_autograd(_lookup_backward, setup_context=_lookup_setup
 # ---------------------------------------------------------------------------------------------
 # Pooled lookup: bags by offsets [B+1] -> [B, d_max]
 # ---------------------------------------------------------------------------------------------
-def _bag_forward(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offsets: Tensor,
+def _bag_forward(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, bag_offsets: Tensor,
                  mode: str, per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int,
                  states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
                  optimizer: str) -> tuple[Tensor, Tensor]:
@@ -178,7 +180,8 @@ def _bag_forward(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, b
     if psw is not None:
         psw = psw[:n]
         psw = (psw if kept is None else psw[kept]).contiguous()
-    out, argmax = backend(weight.device).pooled(weight, offsets, widths, ids_k, offs_k, mode, psw, d_max)
+    out, argmax = backend(weight.device).pooled(weight, offsets, widths, ids_k, offs_k, mode, psw, d_max,
+                                                uniform_width)
     return out, (argmax if argmax is not None else ids.new_empty((0,)))
 
 
@@ -186,7 +189,7 @@ bag_lookup = torch.library.custom_op("pyscall::bag_lookup", mutates_args=())(_ba
 
 
 @bag_lookup.register_fake
-def _(weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx, states,
+def _(weight, offsets, widths, uniform_width, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx, states,
       row_states, step, hparams, optimizer):
     bags = bag_offsets.shape[0] - 1
     argmax = ids.new_empty((bags, d_max)) if mode == "max" else ids.new_empty((0,))
@@ -194,9 +197,10 @@ def _(weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max
 
 
 def _bag_setup(ctx, inputs, output):
-    (weight, offsets, widths, ids, bag_offsets, mode, psw, d_max, padding_idx, states, row_states, step,
-     hparams, optimizer) = inputs
+    (weight, offsets, widths, uniform_width, ids, bag_offsets, mode, psw, d_max, padding_idx, states, row_states,
+     step, hparams, optimizer) = inputs
     ctx.mode, ctx.d_max, ctx.padding_idx, ctx.optimizer = mode, d_max, padding_idx, optimizer
+    ctx.uniform_width = uniform_width
     ctx.n_states, ctx.n_row_states, ctx.has_psw = len(states), len(row_states), psw is not None
     ctx.save_for_backward(weight, offsets, widths, ids, bag_offsets, output[1], step, hparams,
                           psw if psw is not None else ids.new_empty((0,)), *states, *row_states)
@@ -212,19 +216,21 @@ def _bag_grads(ctx, grad, backward_ops, needs_weight_grad: bool, needs_psw_grad:
     grad = grad.contiguous()
     grad_weight = grad_psw = None
     if ctx.has_psw and needs_psw_grad:  # first: it reads the rows as the forward saw them, before a fused update
-        grad_psw = psw_grad(weight, offsets, widths, ids, bag_offsets, grad, ctx.d_max, ctx.padding_idx)
+        grad_psw = psw_grad(weight, offsets, widths, ctx.uniform_width, ids, bag_offsets, grad, ctx.d_max,
+                            ctx.padding_idx)
     if ctx.optimizer:
         fused(weight.detach(), states, row_states, step, hparams, ctx.optimizer, grad, ids, bag_offsets, offsets,
-              widths, ctx.mode, psw, argmax, ctx.padding_idx)
+              widths, ctx.uniform_width, ctx.mode, psw, argmax, ctx.padding_idx)
     elif needs_weight_grad:
-        grad_weight = flat(weight, grad, ids, bag_offsets, offsets, widths, ctx.mode, psw, argmax, ctx.padding_idx)
+        grad_weight = flat(weight, grad, ids, bag_offsets, offsets, widths, ctx.uniform_width, ctx.mode, psw, argmax,
+                           ctx.padding_idx)
     return grad_weight, grad_psw
 
 
 def _bag_backward(ctx, grad, _grad_argmax):
-    needs = ctx.needs_input_grad  # inputs 0 and 6: weight and per_sample_weights
-    grad_weight, grad_psw = _bag_grads(ctx, grad, _custom_backward_ops(), needs[0], needs[6])
-    return ((grad_weight, None, None, None, None, None, grad_psw) + (None,) * 2
+    needs = ctx.needs_input_grad  # inputs 0 and 7: weight and per_sample_weights
+    grad_weight, grad_psw = _bag_grads(ctx, grad, _custom_backward_ops(), needs[0], needs[7])
+    return ((grad_weight, None, None, None, None, None, None, grad_psw) + (None,) * 2
             + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3)
 
 
@@ -246,26 +252,27 @@ def _gradient_rows(ids, bag_offsets, mode, psw, padding_idx):
 
 
 def _flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
-                  widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
-                  padding_idx: int) -> Tensor:
+                  widths: Tensor, uniform_width: int, pool_mode: str, per_sample_weights: Optional[Tensor],
+                  argmax: Optional[Tensor], padding_idx: int) -> Tensor:
     ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
     if scale is not None:
         scale = scale.to(grad.dtype)
     return backend(weight.device).flat_grad(grad, ids_k, src_index, scale, argmax, offsets, widths,
-                                            weight.numel())
+                                            weight.numel(), uniform_width)
 
 
 flat_backward = torch.library.custom_op("pyscall::flat_backward", mutates_args=())(_flat_backward)
 
 
 @flat_backward.register_fake
-def _(weight, grad, ids, bag_offsets, offsets, widths, pool_mode, per_sample_weights, argmax, padding_idx):
+def _(weight, grad, ids, bag_offsets, offsets, widths, uniform_width, pool_mode, per_sample_weights, argmax,
+      padding_idx):
     return torch.empty_like(weight)
 
 
 def _sparse_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
-                     widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor], argmax: Optional[Tensor],
-                     padding_idx: int) -> Tensor:
+                     widths: Tensor, uniform_width: int, pool_mode: str, per_sample_weights: Optional[Tensor],
+                     argmax: Optional[Tensor], padding_idx: int) -> Tensor:
     """The gradient of the flat weight as an uncoalesced sparse COO tensor (sparse=True, eager only): one
     entry per touched element of each position's row, as torch's sparse embedding gradient has one row per
     position. Torch ops only, so it runs on any device."""
@@ -285,15 +292,15 @@ def _sparse_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Opt
 
 def _fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tensor], step: Tensor,
                    hparams: Tensor, optimizer: str, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor],
-                   offsets: Tensor, widths: Tensor, pool_mode: str, per_sample_weights: Optional[Tensor],
-                   argmax: Optional[Tensor], padding_idx: int) -> None:
+                   offsets: Tensor, widths: Tensor, uniform_width: int, pool_mode: str,
+                   per_sample_weights: Optional[Tensor], argmax: Optional[Tensor], padding_idx: int) -> None:
     # pool_mode, not mode: auto_functionalized (torch.compile) reserves the keyword `mode`.
     ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
     if scale is not None:
         scale = scale.to(grad.dtype)
     backend(weight.device).fused_update(grad, ids_k, src_index, scale, argmax, offsets, widths, weight,
                                         list(states), row_states[0] if row_states else None,
-                                        **_optimizer_args(hparams, step, optimizer))
+                                        **_optimizer_args(hparams, step, optimizer), uniform_width=uniform_width)
 
 
 fused_backward = torch.library.custom_op("pyscall::fused_backward",
@@ -301,16 +308,16 @@ fused_backward = torch.library.custom_op("pyscall::fused_backward",
 
 
 @fused_backward.register_fake
-def _(weight, states, row_states, step, hparams, optimizer, grad, ids, bag_offsets, offsets, widths, pool_mode,
-      per_sample_weights, argmax, padding_idx):
+def _(weight, states, row_states, step, hparams, optimizer, grad, ids, bag_offsets, offsets, widths, uniform_width,
+      pool_mode, per_sample_weights, argmax, padding_idx):
     return None
 
 
-def _per_sample_weights_grad(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor,
+def _per_sample_weights_grad(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor,
                             bag_offsets: Tensor, grad: Tensor, d_max: int, padding_idx: int) -> Tensor:
     # d out[b] / d w[k] = row(ids[k]) . grad[b]; padding entries and ids past offsets[-1] get 0.
     n = int(bag_offsets[-1])
-    rows = backend(weight.device).lookup(weight, offsets, widths, ids[:n].contiguous(), d_max)
+    rows = backend(weight.device).lookup(weight, offsets, widths, ids[:n].contiguous(), d_max, uniform_width)
     result = grad.new_zeros(ids.shape[0])
     result[:n] = (rows * grad[_bag_positions(bag_offsets, n)]).sum(1)
     if padding_idx >= 0:
@@ -323,7 +330,7 @@ per_sample_weights_grad = torch.library.custom_op("pyscall::per_sample_weights_g
 
 
 @per_sample_weights_grad.register_fake
-def _(weight, offsets, widths, ids, bag_offsets, grad, d_max, padding_idx):
+def _(weight, offsets, widths, uniform_width, ids, bag_offsets, grad, d_max, padding_idx):
     return grad.new_empty((ids.shape[0],))
 
 
@@ -380,11 +387,13 @@ def _no_sparse_under_compile(sparse: bool) -> None:
                                   "sparse=False or a fused optimizer")
 
 
-def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: int, padding_idx: int,
-           states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
+def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, d_max: int,
+           padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
            optimizer: str, sparse: bool = False) -> Tensor:
-    """Padded lookup ids [N] -> [N, d_max] with its backward (flat gradient, dense or sparse, or fused update)."""
-    args = (weight, offsets, widths, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer)
+    """Padded lookup ids [N] -> [N, d_max] with its backward (flat gradient, dense or sparse, or fused update).
+    uniform_width: the arena's (RaggedArena.uniform_width), never a guess."""
+    args = (weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, row_states, step, hparams,
+            optimizer)
     if torch.compiler.is_compiling():
         _no_sparse_under_compile(sparse)
         return embedding_lookup(*args)
@@ -393,12 +402,12 @@ def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, d_max: 
     return _lookup_forward(*args)  # inference: no graph to record
 
 
-def bag(weight: Tensor, offsets: Tensor, widths: Tensor, ids: Tensor, bag_offsets: Tensor, mode: str,
-        per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int, states: list[Tensor],
+def bag(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, bag_offsets: Tensor,
+        mode: str, per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int, states: list[Tensor],
         row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str, sparse: bool = False) -> Tensor:
     """Pooled lookup over bags [B+1] -> [B, d_max] with its backward."""
-    args = (weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx, states,
-            row_states, step, hparams, optimizer)
+    args = (weight, offsets, widths, uniform_width, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx,
+            states, row_states, step, hparams, optimizer)
     if torch.compiler.is_compiling():
         _no_sparse_under_compile(sparse)
         return bag_lookup(*args)[0]

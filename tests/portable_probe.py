@@ -67,7 +67,7 @@ def pooled_digest(c_module, seed: int = 0) -> str:
         for mode in (0, 1):  # sum, mean
             out = np.empty((bag_offsets.size - 1, d_max), np.float32)
             c_module.cpu.pooled(0, weight.ctypes.data, weight.size, offsets.ctypes.data, widths.ctypes.data,
-                                rows, d_max, ids.ctypes.data, ids.size, bag_offsets.ctypes.data,
+                                rows, d_max, 0, ids.ctypes.data, ids.size, bag_offsets.ctypes.data,
                                 bag_offsets.size - 1, mode, 0, out.ctypes.data, 0, 1)
             h.update(out.tobytes())
     return h.hexdigest()

@@ -201,6 +201,44 @@ def test_budget_failure_changes_nothing(op):
     a.validate()
 
 
+def test_uniform_width_holds_exactly_while_the_layout_is_uniform():
+    """uniform_width lets the CPU kernels skip the metadata, so it must never claim a layout the rows
+    do not have; a re-layout finds it again."""
+    a = make([8] * 6)
+    assert a.uniform_width == 8
+    a.append([8, 8])  # same width at the next offsets
+    assert a.uniform_width == 8
+    a.resize([3], [4])
+    assert a.uniform_width == 0
+    a.resize([3], [8])
+    a.compact()
+    assert a.uniform_width == 8
+    a.release([0])
+    assert a.uniform_width == 0
+    a.set_widths(np.full(a.num_rows, 5))
+    assert a.uniform_width == 5
+    a.append([3])
+    assert a.uniform_width == 0
+    assert make([2, 3]).uniform_width == 0 and make([0, 0]).uniform_width == 0
+    a.validate()
+
+
+def test_undo_and_with_layout_restore_the_uniform_width():
+    a = _C.Arena(8, 4, 0, -1)
+    a.set_relayout_allocates(True)
+    a.append(np.full(10, 8, dtype=np.int32))
+    a.commit()
+    for op in (lambda: a.resize(np.array([2]), np.array([3], dtype=np.int32)),
+               lambda: a.set_widths(np.full(10, 3, dtype=np.int32)),
+               lambda: a.release(np.array([9]))):
+        op()
+        assert a.uniform_width in (0, 3)
+        a.undo()
+        assert a.uniform_width == 8
+        a.validate()
+    assert _C.Arena.with_layout(*a.layout_state()).uniform_width == 8
+
+
 def _metadata(arena):
     stats = arena.stats()
     return arena.offsets.tolist(), arena.widths.tolist(), arena.capacity, arena.used, \

@@ -371,6 +371,56 @@ def test_bad_metadata_raises_value_error():
         K.flat_grad(torch.randn(1, 4), ids, torch.tensor([0, 1]), None, None, offsets, widths, 40)
 
 
+def uniform_table(rows, width, dtype, seed):
+    """Every row `width` wide at offset id * width, as the arena lays out a table built without widths."""
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(rows * width + 3, generator=g, dtype=torch.float64).to(dtype)
+    return weight, torch.arange(rows) * width, torch.full((rows,), width, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [5, 16])  # d_max 16: zero padding, and none
+def test_uniform_width_matches_the_reference(dtype, width):
+    """With uniform_width the kernels find rows without the metadata, and give what the float64
+    reference computed from that metadata gives."""
+    d_max, rows = 16, 40
+    weight, offsets, widths = uniform_table(rows, width, dtype, seed=width)
+    dense = to_dense(weight, offsets, widths, d_max)
+    ids = torch.randint(0, rows, (60,), generator=torch.Generator().manual_seed(1))
+    ids[:3] = ids[3]  # duplicates
+    torch.testing.assert_close(K.lookup(weight, offsets, widths, ids, d_max, width).double(), dense[ids],
+                               **TOL[dtype])
+    bag_offsets = torch.tensor([0, 7, 7, 30, 60])
+    for mode in ("sum", "mean", "max"):
+        out, _ = K.pooled(weight, offsets, widths, ids, bag_offsets, mode, None, d_max, width)
+        ref = F.embedding_bag(ids, dense, bag_offsets[:-1], mode=mode)
+        torch.testing.assert_close(out.double(), ref, **TOL[dtype])
+    grad = torch.randn(60, d_max, dtype=torch.float64)
+    dense_grad = to_flat(torch.zeros(rows, d_max, dtype=torch.float64).index_add_(0, ids, grad), offsets, widths,
+                         weight.numel())
+    flat = K.flat_grad(grad.to(dtype), ids, None, None, None, offsets, widths, weight.numel(), width)
+    torch.testing.assert_close(flat.double(), dense_grad, **TOL[dtype])
+    expected = weight.double() - 0.1 * dense_grad
+    K.fused_update(grad.to(dtype), ids, None, None, None, offsets, widths, weight, [], None, "sgd", lr=0.1,
+                   eps=0.0, beta1=0.0, beta2=0.0, weight_decay=0.0, step=1, uniform_width=width)
+    torch.testing.assert_close(weight.double(), expected, **TOL[dtype])
+
+
+def test_uniform_width_outside_the_buffer_is_refused_and_changes_nothing():
+    weight, offsets, widths = uniform_table(10, 4, torch.float32, seed=0)  # 43 elements
+    for bad in (-1, 9, 5):  # negative, over d_max 8, 10 rows * 5 past the buffer
+        with pytest.raises(ValueError, match="uniform_width"):
+            K.lookup(weight, offsets, widths, torch.tensor([9]), 8, bad)
+    before = weight.clone()
+    with pytest.raises(ValueError, match="uniform_width"):
+        K.fused_update(torch.ones(1, 8), torch.tensor([9]), None, None, None, offsets, widths, weight, [], None, "sgd",
+                       step=1, uniform_width=5, **HYPER)
+    with pytest.raises(IndexError, match="index out of range in self"):  # ids are still checked
+        K.fused_update(torch.ones(1, 8), torch.tensor([10]), None, None, None, offsets, widths, weight, [], None,
+                       "sgd", step=1, uniform_width=4, **HYPER)
+    assert torch.equal(weight, before)
+
+
 @pytest.mark.parametrize("bag_offsets", [[1, 2], [0, 1], [0, 2, 1, 2]])
 def test_bad_bag_offsets(bag_offsets):
     weight, offsets, widths = table32()

@@ -158,6 +158,27 @@ def test_fused_update_leaves_untouched_rows_alone():
     assert torch.all(after[~_mask(emb.widths)] == 0)
 
 
+def test_a_table_leaves_and_regains_the_uniform_layout_with_the_same_results():
+    """Built without widths, a table is read without its metadata (uniform_width); a resize takes it
+    to the metadata path and set_widths back, and forward and the fused update stay exact throughout."""
+    torch.manual_seed(4)
+    emb = pyscall.Embedding(N, D, optimizer="sgd", lr=0.5)
+    ids = torch.randint(0, N, (40,))
+    ids[:2] = ids[2]
+    for change, uniform in ((lambda: None, D), (lambda: emb.resize([3, 7], [4, 0]), 0),
+                            (lambda: emb.set_widths(torch.full((N,), 5)), 5)):
+        change()
+        assert emb._arena.uniform_width == uniform
+        dense = emb.to_dense().double()
+        out = emb(ids)
+        torch.testing.assert_close(out.double(), dense[ids], rtol=0, atol=0)
+        grad = torch.randn(out.shape)
+        out.backward(grad)
+        step = torch.zeros(N, D, dtype=torch.float64).index_add_(0, ids, grad.double())
+        expected = dense - 0.5 * torch.where(_mask(emb.widths), step, 0.0)
+        torch.testing.assert_close(emb.to_dense().double(), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_bad_input_raises_and_changes_nothing():
     torch.manual_seed(5)
     emb = pyscall.Embedding(N, D, widths=_widths(5), optimizer="adam")

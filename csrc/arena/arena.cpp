@@ -156,12 +156,22 @@ void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t new_used,
   }
   if (&new_widths != &widths_) std::copy(new_widths.begin(), new_widths.end(), widths_.begin());
   id_order_ = id_order;  // a sweep in offset order packs rows in that order
+  uniform_width_ = find_uniform_width();
   used_ = new_used;
   capacity_ = capacity_after;
   free_.clear();
   free_.release(used_, capacity_ - used_);
   if (step.size() > 0) plan.steps.push_back(std::move(step));
   else spare_ = std::move(step);
+}
+
+int32_t Arena::find_uniform_width() const {
+  const int64_t n = num_rows();
+  const int32_t w = n > 0 ? widths_[0] : 0;
+  if (w <= 0) return 0;
+  for (int64_t id = 0; id < n; ++id)
+    if (widths_[id] != w || offsets_[id] != id * w) return 0;
+  return w;
 }
 
 bool Arena::live_rows_in_id_order() const {
@@ -257,13 +267,17 @@ Arena::PlanPtr Arena::append(const std::vector<int32_t>& widths) {
   if (fast) {
     Step fill = take_step(false);
     int64_t pos = base;
+    // The first rows of a table set the uniform width; later ones keep it only if they match it.
+    int32_t uniform = first == 0 && !widths.empty() ? widths[0] : uniform_width_;
     for (int32_t w : widths) {
+      if (w != uniform || pos != num_rows() * int64_t(uniform)) uniform = 0;
       offsets_.push_back(w > 0 ? pos : 0);
       widths_.push_back(w);
       if (w > 0) fill.push(pos, pos, 0, w);
       pos += w;
     }
     used_ += total;
+    uniform_width_ = uniform > 0 ? uniform : 0;
     if (total > 0) id_order_ = false;  // placed at a free extent, maybe below older rows
     if (fill.size() > 0) plan.steps.push_back(std::move(fill));
     else spare_ = std::move(fill);
@@ -421,6 +435,7 @@ void Arena::begin_journal() {
   journal_.capacity = capacity_;
   journal_.used = used_;
   journal_.id_order = id_order_;
+  journal_.uniform_width = uniform_width_;
 }
 
 bool Arena::journaling() {
@@ -435,6 +450,7 @@ void Arena::set_row(int64_t id, int64_t off, int32_t w) {
   if (journaling()) journal_.changes.push_back({Change::kRow, widths_[id], id, offsets_[id]});
   offsets_[id] = off;
   widths_[id] = w;
+  if (w != uniform_width_ || off != id * uniform_width_) uniform_width_ = 0;
 }
 
 void Arena::free_release(int64_t off, int64_t len) {
@@ -491,6 +507,7 @@ void Arena::undo() {
   capacity_ = j.capacity;
   used_ = j.used;
   id_order_ = j.id_order;
+  uniform_width_ = j.uniform_width;
   commit();
 }
 
@@ -557,6 +574,7 @@ Arena Arena::with_layout(int64_t d_max, int64_t bytes_per_element, int64_t bytes
   a.widths_ = std::move(widths);
   a.capacity_ = capacity;
   a.id_order_ = false;  // unknown
+  a.uniform_width_ = a.find_uniform_width();
   if (a.budget_bytes_ >= 0 && a.stats().capacity_bytes > a.budget_bytes_)
     throw std::invalid_argument("the layout needs more than budget_bytes");
   a.validate();
@@ -617,6 +635,9 @@ void Arena::validate() const {
   for (size_t k = 1; k < exts.size(); ++k)
     if (exts[k].start < exts[k - 1].start + exts[k - 1].len)
       fail(name(exts[k - 1]) + " overlaps " + name(exts[k]));
+  if (uniform_width_ != 0 && uniform_width_ != find_uniform_width())
+    fail("uniform width is " + std::to_string(uniform_width_) + " but the rows are not all that wide at "
+         "offset id * width");
   const int64_t limit = capacity_limit(n);
   if (budget_bytes_ >= 0 && capacity_ > limit)
     fail("capacity " + std::to_string(capacity_) + " elements exceeds the budget (at most " +

@@ -86,6 +86,9 @@ class Arena {
   int64_t used() const { return used_; }
   const std::vector<int64_t>& offsets() const { return offsets_; }
   const std::vector<int32_t>& widths() const { return widths_; }
+  // W > 0 while every row is known to have width W at offset id * W (a dense table, as the arena
+  // starts without widths): kernels then find a row without reading its metadata. 0 otherwise.
+  int32_t uniform_width() const { return uniform_width_; }
   // Free extents beyond which an operation ends with a compaction, so that
   // metadata stays within kMetadataBytesPerRow per row.
   size_t max_free_extents() const;
@@ -107,6 +110,8 @@ class Arena {
   void relayout(const std::vector<int32_t>& new_widths, int64_t new_used, int64_t capacity_after,
                 Plan& plan);
   bool live_rows_in_id_order() const;
+  // uniform_width_ after a re-layout or a rebuilt layout: checks every row.
+  int32_t find_uniform_width() const;
   // relayout's step and new offsets: packs the rows row_at(0..count) in that
   // order (every live row, in offset order, and the rows getting storage).
   template <typename RowAt>
@@ -140,6 +145,7 @@ class Arena {
     bool open = false, snapshot = false, reversible = true;
     int64_t rows = 0, capacity = 0, used = 0;
     bool id_order = true;
+    int32_t uniform_width = 0;
     std::vector<Change> changes;
     std::vector<int64_t> offsets;
     std::vector<int32_t> widths;
@@ -153,6 +159,9 @@ class Arena {
   // True only while live rows are known to lie in id order (a re-layout then skips the pass
   // that checks it); false means unknown.
   bool id_order_ = true;
+  // See uniform_width(); like id_order_, 0 may also mean unknown. set_row and append clear it for a
+  // row that breaks it; a re-layout recomputes it.
+  int32_t uniform_width_ = 0;
   FreeExtents free_;
   int64_t capacity_ = 0, used_ = 0;
   int64_t d_max_, bytes_per_element_, bytes_per_row_, budget_bytes_;

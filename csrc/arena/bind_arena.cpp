@@ -128,6 +128,8 @@ void bind_arena(py::module_& m) {
       .def_property_readonly("widths", [](py::object self) {
         return view(self.cast<Arena&>().widths(), self);
       }, "int32 view, valid until the next layout operation")
+      .def_property_readonly("uniform_width", &Arena::uniform_width,
+                             "W > 0 while every row has width W at offset id * W, else 0")
       .def_property_readonly("num_rows", &Arena::num_rows)
       .def_property_readonly("d_max", &Arena::d_max)
       .def_property_readonly("capacity", &Arena::capacity)

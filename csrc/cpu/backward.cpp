@@ -57,10 +57,10 @@ void combine(const GradSource<T>& s, int64_t d, const int64_t* pos, int64_t coun
 template <typename T>
 void prefetch_segment(const Table<T>& t, const GradSource<T>& s, const Segments& seg, int64_t u,
                       const T* state0, const T* state1) {
-  const int64_t i = seg.row[u], w = t.wid[i];
-  prefetch_row(t.w + t.off[i], w);
-  if (state0) prefetch_row(state0 + t.off[i], w);
-  if (state1) prefetch_row(state1 + t.off[i], w);
+  const int64_t i = seg.row[u], w = t.width(i);
+  prefetch_row(t.w + t.offset(i), w);
+  if (state0) prefetch_row(state0 + t.offset(i), w);
+  if (state1) prefetch_row(state1 + t.offset(i), w);
   const int64_t k = seg.pos[seg.start[u]];
   prefetch_row(s.grad + (s.src_index ? s.src_index[k] : k) * t.d_max, w);
 }
@@ -82,7 +82,7 @@ void flat_grad(const Table<T>& t, const int64_t* ids, int64_t n, const GradSourc
     for (int64_t u = 0; u < U; ++u) {
       const int64_t i = seg.row[u];
       combine(src, t.d_max, seg.pos.data() + seg.start[u], seg.start[u + 1] - seg.start[u],
-              int64_t(t.wid[i]), out + t.off[i]);
+              int64_t(t.width(i)), out + t.offset(i));
     }
   }
 }
@@ -112,9 +112,9 @@ void fused_update(const Table<T>& t, const int64_t* ids, int64_t n, const GradSo
       if (u + 2 * kPrefetchDistance < U) prefetch_metadata(t, seg.row[u + 2 * kPrefetchDistance]);
       if (u + kPrefetchDistance < U)
         prefetch_segment(t, src, seg, u + kPrefetchDistance, state0, state1);
-      const int64_t i = seg.row[u], w = t.wid[i];
+      const int64_t i = seg.row[u], w = t.width(i);
       if (w == 0) continue;
-      const int64_t o = t.off[i];
+      const int64_t o = t.offset(i);
       T* wr = t.w + o;
       const int64_t first = seg.start[u], count = seg.start[u + 1] - first;
       const T* gr;  // the row's combined gradient

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 
 #include "kernels.h"
 
@@ -32,9 +33,14 @@ void dispatch(int dtype, F&& f) {
 
 template <typename T>
 Table<T> table(uintptr_t weight, int64_t numel, uintptr_t offsets, uintptr_t widths, int64_t rows,
-               int64_t d_max) {
+               int64_t d_max, int64_t uniform) {
+  // The layout itself is the caller's promise (RaggedArena.uniform_width); what keeps every access
+  // inside the buffer is checked here.
+  if (uniform < 0 || uniform > d_max || (uniform > 0 && rows > numel / uniform))
+    throw std::invalid_argument("uniform_width must lie in [0, d_max] with num_rows * uniform_width <= "
+                                "the buffer's length, got " + std::to_string(uniform));
   return {ptr<T>(weight), numel, ptr<const int64_t>(offsets), ptr<const int32_t>(widths), rows,
-          d_max};
+          d_max, uniform};
 }
 
 template <typename T>
@@ -52,64 +58,67 @@ void bind_cpu_kernels(py::module_& parent) {
   m.def(
       "lookup",
       [](int dtype, uintptr_t weight, int64_t numel, uintptr_t offsets, uintptr_t widths,
-         int64_t rows, int64_t d_max, uintptr_t ids, int64_t n, uintptr_t out, int threads) {
+         int64_t rows, int64_t d_max, int64_t uniform_width, uintptr_t ids, int64_t n, uintptr_t out,
+         int threads) {
         py::gil_scoped_release nogil;
         dispatch(dtype, [&](auto t) {
           using T = decltype(t);
-          lookup(table<T>(weight, numel, offsets, widths, rows, d_max), ptr<const int64_t>(ids), n,
-                 ptr<T>(out), threads);
+          lookup(table<T>(weight, numel, offsets, widths, rows, d_max, uniform_width),
+                 ptr<const int64_t>(ids), n, ptr<T>(out), threads);
         });
       },
       py::arg("dtype"), py::arg("weight"), py::arg("numel"), py::arg("offsets"), py::arg("widths"),
-      py::arg("rows"), py::arg("d_max"), py::arg("ids"), py::arg("n"), py::arg("out"),
-      py::arg("threads"));
+      py::arg("rows"), py::arg("d_max"), py::arg("uniform_width"), py::arg("ids"), py::arg("n"),
+      py::arg("out"), py::arg("threads"));
 
   m.def(
       "pooled",
       [](int dtype, uintptr_t weight, int64_t numel, uintptr_t offsets, uintptr_t widths,
-         int64_t rows, int64_t d_max, uintptr_t ids, int64_t n, uintptr_t bag_offsets,
-         int64_t bags, int mode, uintptr_t per_sample_weights, uintptr_t out, uintptr_t argmax,
-         int threads) {
+         int64_t rows, int64_t d_max, int64_t uniform_width, uintptr_t ids, int64_t n,
+         uintptr_t bag_offsets, int64_t bags, int mode, uintptr_t per_sample_weights, uintptr_t out,
+         uintptr_t argmax, int threads) {
         if (mode < 0 || mode > 2) throw std::invalid_argument("mode code must be 0, 1 or 2");
         py::gil_scoped_release nogil;
         dispatch(dtype, [&](auto t) {
           using T = decltype(t);
-          pooled(table<T>(weight, numel, offsets, widths, rows, d_max), ptr<const int64_t>(ids), n,
-                 ptr<const int64_t>(bag_offsets), bags, static_cast<PoolMode>(mode),
-                 ptr<const T>(per_sample_weights), ptr<T>(out), ptr<int64_t>(argmax), threads);
+          pooled(table<T>(weight, numel, offsets, widths, rows, d_max, uniform_width),
+                 ptr<const int64_t>(ids), n, ptr<const int64_t>(bag_offsets), bags,
+                 static_cast<PoolMode>(mode), ptr<const T>(per_sample_weights), ptr<T>(out),
+                 ptr<int64_t>(argmax), threads);
         });
       },
       py::arg("dtype"), py::arg("weight"), py::arg("numel"), py::arg("offsets"), py::arg("widths"),
-      py::arg("rows"), py::arg("d_max"), py::arg("ids"), py::arg("n"), py::arg("bag_offsets"),
-      py::arg("bags"), py::arg("mode"), py::arg("per_sample_weights"), py::arg("out"),
-      py::arg("argmax"), py::arg("threads"));
+      py::arg("rows"), py::arg("d_max"), py::arg("uniform_width"), py::arg("ids"), py::arg("n"),
+      py::arg("bag_offsets"), py::arg("bags"), py::arg("mode"), py::arg("per_sample_weights"),
+      py::arg("out"), py::arg("argmax"), py::arg("threads"));
 
   m.def(
       "flat_grad",
       [](int dtype, uintptr_t grad_src, int64_t m_rows, uintptr_t ids, int64_t n,
          uintptr_t src_index, uintptr_t scale, uintptr_t argmax, uintptr_t offsets,
-         uintptr_t widths, int64_t rows, int64_t d_max, uintptr_t out, int64_t capacity,
-         int threads) {
+         uintptr_t widths, int64_t rows, int64_t d_max, int64_t uniform_width, uintptr_t out,
+         int64_t capacity, int threads) {
         py::gil_scoped_release nogil;
         dispatch(dtype, [&](auto t) {
           using T = decltype(t);
-          flat_grad(table<T>(out, capacity, offsets, widths, rows, d_max), ptr<const int64_t>(ids),
-                    n, source<T>(grad_src, m_rows, src_index, scale, argmax), ptr<T>(out),
-                    threads);
+          flat_grad(table<T>(out, capacity, offsets, widths, rows, d_max, uniform_width),
+                    ptr<const int64_t>(ids), n, source<T>(grad_src, m_rows, src_index, scale, argmax),
+                    ptr<T>(out), threads);
         });
       },
       py::arg("dtype"), py::arg("grad_src"), py::arg("m"), py::arg("ids"), py::arg("n"),
       py::arg("src_index"), py::arg("scale"), py::arg("argmax"), py::arg("offsets"),
-      py::arg("widths"), py::arg("rows"), py::arg("d_max"), py::arg("out"), py::arg("capacity"),
-      py::arg("threads"));
+      py::arg("widths"), py::arg("rows"), py::arg("d_max"), py::arg("uniform_width"), py::arg("out"),
+      py::arg("capacity"), py::arg("threads"));
 
   m.def(
       "fused_update",
       [](int dtype, uintptr_t grad_src, int64_t m_rows, uintptr_t ids, int64_t n,
          uintptr_t src_index, uintptr_t scale, uintptr_t argmax, uintptr_t offsets,
-         uintptr_t widths, int64_t rows, int64_t d_max, uintptr_t weight, int64_t numel,
-         uintptr_t state0, uintptr_t state1, uintptr_t row_state, int optimizer, double lr,
-         double eps, double beta1, double beta2, double weight_decay, int64_t step, int threads) {
+         uintptr_t widths, int64_t rows, int64_t d_max, int64_t uniform_width, uintptr_t weight,
+         int64_t numel, uintptr_t state0, uintptr_t state1, uintptr_t row_state, int optimizer,
+         double lr, double eps, double beta1, double beta2, double weight_decay, int64_t step,
+         int threads) {
         if (optimizer < 0 || optimizer > 3)
           throw std::invalid_argument("optimizer code must be 0..3");
         const OptimizerArgs opt{static_cast<Optimizer>(optimizer), lr, eps, beta1, beta2,
@@ -117,7 +126,7 @@ void bind_cpu_kernels(py::module_& parent) {
         py::gil_scoped_release nogil;
         dispatch(dtype, [&](auto t) {
           using T = decltype(t);
-          fused_update(table<T>(weight, numel, offsets, widths, rows, d_max),
+          fused_update(table<T>(weight, numel, offsets, widths, rows, d_max, uniform_width),
                        ptr<const int64_t>(ids), n,
                        source<T>(grad_src, m_rows, src_index, scale, argmax), ptr<T>(state0),
                        ptr<T>(state1), ptr<float>(row_state), opt, threads);
@@ -125,8 +134,9 @@ void bind_cpu_kernels(py::module_& parent) {
       },
       py::arg("dtype"), py::arg("grad_src"), py::arg("m"), py::arg("ids"), py::arg("n"),
       py::arg("src_index"), py::arg("scale"), py::arg("argmax"), py::arg("offsets"),
-      py::arg("widths"), py::arg("rows"), py::arg("d_max"), py::arg("weight"), py::arg("numel"),
-      py::arg("state0"), py::arg("state1"), py::arg("row_state"), py::arg("optimizer"),
+      py::arg("widths"), py::arg("rows"), py::arg("d_max"), py::arg("uniform_width"),
+      py::arg("weight"), py::arg("numel"), py::arg("state0"), py::arg("state1"), py::arg("row_state"),
+      py::arg("optimizer"),
       py::arg("lr"), py::arg("eps"), py::arg("beta1"), py::arg("beta2"), py::arg("weight_decay"),
       py::arg("step"), py::arg("threads"));
 }

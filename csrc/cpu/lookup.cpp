@@ -19,9 +19,9 @@ void lookup(const Table<T>& t, const int64_t* ids, int64_t n, T* out, int thread
       bad = true;
       continue;
     }
-    const int64_t w = t.wid[i];
+    const int64_t w = t.width(i);
     T* dst = out + k * d;
-    const T* src = t.w + t.off[i];
+    const T* src = t.w + t.offset(i);
 #pragma omp simd
     for (int64_t j = 0; j < w; ++j) dst[j] = src[j];
 #pragma omp simd

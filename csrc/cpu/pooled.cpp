@@ -45,9 +45,9 @@ bool sum_bag_avx512(const Table<float>& t, const int64_t* ids, int64_t n, int64_
         prefetch_ahead(t, ids, k, n);
         if (!row_ok(t, i)) return false;
       }
-      const int64_t w = t.wid[i] - c;
+      const int64_t w = t.width(i) - c;
       if (w <= 0) continue;
-      const float* row = t.w + t.off[i] + c;
+      const float* row = t.w + t.offset(i) + c;
       const __m512 scale = _mm512_set1_ps(psw ? psw[k] : 1.0f);
 #pragma GCC unroll 8
       for (int r = 0; r < B; ++r) {
@@ -77,8 +77,8 @@ bool sum_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_
     prefetch_ahead(t, ids, k, n);
     const int64_t i = ids[k];
     if (!row_ok(t, i)) return false;
-    const int64_t w = t.wid[i];
-    const T* row = t.w + t.off[i];
+    const int64_t w = t.width(i);
+    const T* row = t.w + t.offset(i);
     if (psw) {
       const T c = psw[k];
 #pragma omp simd
@@ -106,8 +106,8 @@ bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_
     prefetch_ahead(t, ids, s, n);
     const int64_t i = ids[s];
     if (!row_ok(t, i)) return false;
-    const int64_t w = t.wid[i];
-    std::copy_n(t.w + t.off[i], w, acc);
+    const int64_t w = t.width(i);
+    std::copy_n(t.w + t.offset(i), w, acc);
     std::fill(acc + w, acc + d, T(0));
     std::fill(am, am + d, s);
   }
@@ -115,8 +115,8 @@ bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_
     prefetch_ahead(t, ids, k, n);
     const int64_t i = ids[k];
     if (!row_ok(t, i)) return false;
-    const int64_t w = t.wid[i];
-    const T* row = t.w + t.off[i];
+    const int64_t w = t.width(i);
+    const T* row = t.w + t.offset(i);
     for (int64_t j = 0; j < w; ++j) {
       const bool gt = row[j] > acc[j];
       acc[j] = gt ? row[j] : acc[j];

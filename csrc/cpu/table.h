@@ -1,12 +1,17 @@
 // Raw views of a ragged table and the checks every CPU kernel runs before it writes anything.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
 namespace pyscall::cpu {
 
-// Row i is w[off[i] : off[i] + wid[i]], logically followed by zeros up to d_max.
+// Row i is w[off[i] : off[i] + wid[i]], logically followed by zeros up to d_max. A uniform table
+// (uniform > 0: every row has width `uniform` at offset i * uniform, as the arena reports) is read
+// without its metadata, two cache misses less per id: on a 1M-row width-64 table the padded lookup
+// took 0.78x the time, the pooled one 0.71x, the fused Adam update 0.83x and a whole module step
+// 0.87x (one process, alternating, 1 thread, Dec 2026).
 template <typename T>
 struct Table {
   T* w;
@@ -15,12 +20,16 @@ struct Table {
   const int32_t* wid;
   int64_t rows;
   int64_t d_max;
+  int64_t uniform;  // 0: read off and wid
+
+  int64_t offset(int64_t i) const { return uniform ? i * uniform : off[i]; }
+  int64_t width(int64_t i) const { return uniform ? uniform : wid[i]; }
 };
 
 template <typename T>
 inline bool row_ok(const Table<T>& t, int64_t i) {
   if (i < 0 || i >= t.rows) return false;
-  const int64_t o = t.off[i], w = t.wid[i];
+  const int64_t o = t.offset(i), w = t.width(i);
   return w >= 0 && w <= t.d_max && o >= 0 && o <= t.numel - w;
 }
 
@@ -56,22 +65,29 @@ inline void prefetch_row(const T* p, int64_t w) {
 // width-64 lookup in others, so every line of the row is still prefetched.
 constexpr int64_t kPrefetchDistance = 24;
 
-// Prefetches for the main loop at position k of ids[0:n]: metadata two distances ahead, the row
-// one distance ahead. Skips ids that fail row_ok: the loop reports those after it ends.
+// Prefetches for the main loop at position k of ids[0:n]: metadata two distances ahead (none for a
+// uniform table), the row one distance ahead. Skips ids out of range: the loop reports those.
 template <typename T>
 inline void prefetch_metadata(const Table<T>& t, int64_t i) {
-  if (i >= 0 && i < t.rows) {
+  if (!t.uniform && i >= 0 && i < t.rows) {
     prefetch(t.off + i);
     prefetch(t.wid + i);
   }
 }
 
+// Only the id is checked before its metadata is read: a branch on the metadata itself (row_ok) waits
+// for that load, and made the lookups 3-6% slower (A/B, Dec 2026). A corrupted row only prefetches
+// wrong addresses, which never fault; integer arithmetic keeps them defined.
 template <typename T>
 inline void prefetch_ahead(const Table<T>& t, const int64_t* ids, int64_t k, int64_t n) {
   if (k + 2 * kPrefetchDistance < n) prefetch_metadata(t, ids[k + 2 * kPrefetchDistance]);
   if (k + kPrefetchDistance < n) {
     const int64_t i = ids[k + kPrefetchDistance];
-    if (row_ok(t, i)) prefetch_row(t.w + t.off[i], t.wid[i]);
+    if (i < 0 || i >= t.rows) return;
+    const std::uintptr_t row = reinterpret_cast<std::uintptr_t>(t.w) +
+                               static_cast<std::uintptr_t>(t.offset(i)) * sizeof(T);
+    const int64_t bytes = std::min<int64_t>(t.width(i), t.d_max) * static_cast<int64_t>(sizeof(T));
+    for (int64_t b = 0; b < bytes; b += 64) prefetch(reinterpret_cast<const void*>(row + b));
   }
 }
 
@@ -86,7 +102,7 @@ void check_rows(const Table<T>& t, const int64_t* ids, int64_t n) {
     if (k + 2 * kPrefetchDistance < n) prefetch_metadata(t, ids[k + 2 * kPrefetchDistance]);
     const int64_t i = ids[k];
     if (i < 0 || i >= t.rows) throw std::out_of_range("index out of range in self");
-    const int64_t o = t.off[i], w = t.wid[i];
+    const int64_t o = t.offset(i), w = t.width(i);
     if (w < 0 || w > t.d_max || o < 0 || o > t.numel - w)
       throw std::invalid_argument("row " + std::to_string(i) + " (offset " + std::to_string(o) +
                                   ", width " + std::to_string(w) + ") lies outside the buffer of " +
