@@ -163,19 +163,23 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
                                     compared(base_fn, ours_fn, repeat=repeat, block=block),
                                     f"{ours_bytes / 2**20:.0f} MiB vs {base_bytes / 2**20:.0f} MiB "
                                     f"({ours_bytes / base_bytes:.3f}x)"))
+            if widths is None and optimizer == "adam":
+                # The same widths laid out raggedly take the metadata path, as every table of unequal widths
+                # does: timed against torch, and against the uniform table in the same run.
+                ragged_fn, _ = pyscall_step(d_max, rows, optimizer, Batches(pool), grad, ragged_layout=True)
+                results.append(step_row(f"train step {optimizer}, {label}, ragged layout (rows found through "
+                                        "their offsets and widths)", threads, torch_baseline(optimizer),
+                                        compared(base_fn, ragged_fn, repeat=repeat, block=block)))
+                results.append(step_row(f"train step {optimizer}, {label}: uniform layout against the ragged one",
+                                        threads, "pyscall, the same widths laid out raggedly",
+                                        compared(ragged_fn, ours_fn, repeat=repeat, block=block)))
+                del ragged_fn
             del ours_fn
             # What the step's kernels alone reach: a bound on what less overhead could give.
             kernels_fn = kernels_step(d_max, rows, optimizer, Batches(pool), grad, widths)
             results.append(step_row(f"train step {optimizer}, {label}: kernels alone (lookup + fused_update)",
                                     threads, torch_baseline(optimizer),
                                     compared(base_fn, kernels_fn, repeat=repeat, block=block)))
-            if widths is None and optimizer == "adam":
-                # The same widths through the metadata path, as every table whose widths differ takes it.
-                ragged_fn, _ = pyscall_step(d_max, rows, optimizer, Batches(pool), grad, ragged_layout=True)
-                results.append(step_row(f"train step {optimizer}, {label}, ragged layout (rows found through "
-                                        "their offsets and widths)", threads, torch_baseline(optimizer),
-                                        compared(base_fn, ragged_fn, repeat=repeat, block=block)))
-                del ragged_fn
             del base_fn, kernels_fn
 
     # Drop-in mode as the baseline's code has it (sparse=True + SparseAdam): torch's optimizer then updates

@@ -22,6 +22,7 @@ def test_bench_embedding_writes_its_table(tmp_path):
                  "train step sgd, all widths 64, batch 64", "padded lookup, all widths 256",
                  "train step, drop-in sparse=True + torch SparseAdam, all widths 64",
                  "train step adam, all widths 64, ragged layout (rows found through their offsets and widths)",
+                 "train step adam, all widths 64: uniform layout against the ragged one",
                  "pooled lookup (sum, bags of 8), power law mean 16, d_max 256"):
         assert what in whats, what
     for line in rows[1:]:
