@@ -79,8 +79,12 @@ class LightGCN(nn.Module):
 
     def batch(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
         fu, fi, eu, ei = self.propagate()
-        u = fu[users]
-        return (u * fi[pos]).sum(-1), (u * fi[neg]).sum(-1), [eu[users], ei[pos], ei[neg]]
+        # index_select, not fu[users]: its backward is an index_add_, about 3x faster on the CPU than the
+        # accumulating index_put_ behind advanced indexing, which took 38% of a `pyscall stream` run.
+        take = torch.index_select
+        u = take(fu, 0, users)
+        return ((u * take(fi, 0, pos)).sum(-1), (u * take(fi, 0, neg)).sum(-1),
+                [take(eu, 0, users), take(ei, 0, pos), take(ei, 0, neg)])
 
     @torch.no_grad()
     def scorer(self):
