@@ -228,6 +228,24 @@ def test_torch_compile_fullgraph_matches_eager(optimizer):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
+def test_torch_compile_follows_a_layout_change_off_and_back_onto_the_uniform_path():
+    # The compiled graph passes the arena's uniform_width to the kernels as a constant: a layout change must
+    # reach it (a stale width would read every row at the wrong offset).
+    emb = pyscall.Embedding(N, D, optimizer="sgd", lr=0.1)
+    lookup = torch.compile(lambda ids: emb(ids), fullgraph=True)
+    ids = torch.tensor([1, 5, 7, 5, N - 1])
+    for change in (lambda: None, lambda: emb.set_widths(_widths(12)), lambda: emb.set_widths(torch.full((N,), 4))):
+        change()
+        dense = emb.to_dense()
+        out = lookup(ids)
+        torch.testing.assert_close(out.detach(), dense[ids], rtol=0, atol=0)
+        out.sum().backward()
+        step = torch.zeros(N, D).index_add_(0, ids, torch.ones(len(ids), D))
+        within = torch.arange(D) < emb.widths[:, None]
+        torch.testing.assert_close(emb.to_dense(), torch.where(within, dense - 0.1 * step, 0.0))
+    assert emb._arena.uniform_width == 4
+
+
 def test_fused_backward_marks_the_table_modified_in_eager_mode():
     # Eager calls skip the custom op's dispatch but must keep its mutation semantics: a graph that saved the
     # table before a fused update must not backpropagate through stale rows.
