@@ -136,7 +136,6 @@ void bind_cpu_kernels(py::module_& parent) {
       py::arg("src_index"), py::arg("scale"), py::arg("argmax"), py::arg("offsets"),
       py::arg("widths"), py::arg("rows"), py::arg("d_max"), py::arg("uniform_width"),
       py::arg("weight"), py::arg("numel"), py::arg("state0"), py::arg("state1"), py::arg("row_state"),
-      py::arg("optimizer"),
-      py::arg("lr"), py::arg("eps"), py::arg("beta1"), py::arg("beta2"), py::arg("weight_decay"),
-      py::arg("step"), py::arg("threads"));
+      py::arg("optimizer"), py::arg("lr"), py::arg("eps"), py::arg("beta1"), py::arg("beta2"),
+      py::arg("weight_decay"), py::arg("step"), py::arg("threads"));
 }
