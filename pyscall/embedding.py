@@ -243,26 +243,26 @@ class RaggedTable(nn.Module):
         self._relayout("compact", optimizer=optimizer)
 
     # -- forward plumbing ----------------------------------------------------------------------
-    def _ids(self, input: Tensor) -> Tensor:
+    def _ids(self, input: Tensor, weight: Tensor) -> Tensor:
         if not torch.is_tensor(input):
             raise TypeError(f"input must be a tensor of indices, got {type(input).__name__}")
         if input.dtype not in (torch.int64, torch.int32):
             raise TypeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
                             f"types: Long, Int; but got {input.dtype} instead")
-        if input.device != self.weight.device:
-            raise ValueError(f"indices are on {input.device}, the table is on {self.weight.device}")
+        if not (input.is_cpu and weight.is_cpu) and input.device != weight.device:
+            raise ValueError(f"indices are on {input.device}, the table is on {weight.device}")
         if input.dim() == 1 and input.dtype == torch.int64 and input.is_contiguous():
             return input  # the usual batch, as it is
         return input.reshape(-1).to(torch.int64).contiguous()
 
-    def _kernel_args(self):
+    def _op_args(self) -> tuple:
+        """What the ops take about this table: (weight, offsets, widths, uniform_width, states, row_states,
+        step, hparams, optimizer). Read from the Module's dicts, as Module.__getattr__ would: it costs
+        about 0.7 us a name, and the ops need three."""
         a = self._arena
-        return a.offsets, a.widths, a.uniform_width
-
-    def _optimizer_buffers(self):
-        if self.optimizer is None:
-            return [], [], self._step, self._hparams, ""
-        return list(self._arena.state), list(self._arena.row_state), self._step, self._hparams, self.optimizer
+        buffers = self._buffers
+        return (self._parameters["weight"], a.offsets, a.widths, a.uniform_width, a.state, a.row_state,
+                buffers["_step"], buffers["_hparams"], self.optimizer or "")
 
     # -- ragged state dict -----------------------------------------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -313,10 +313,9 @@ class Embedding(RaggedTable):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        ids = self._ids(input)
-        offsets, widths, uniform_width = self._kernel_args()
-        states, row_states, step, hparams, optimizer = self._optimizer_buffers()
-        out = ops.lookup(self.weight, offsets, widths, uniform_width, ids, self.embedding_dim,
+        weight, offsets, widths, uniform_width, states, row_states, step, hparams, optimizer = self._op_args()
+        ids = self._ids(input, weight)
+        out = ops.lookup(weight, offsets, widths, uniform_width, ids, self._arena.d_max,
                          -1 if self.padding_idx is None else self.padding_idx,
                          states, row_states, step, hparams, optimizer, sparse=self.sparse)
         # A 1-D input already has the output's shape: no view (and no view node in backward).
@@ -336,7 +335,8 @@ class EmbeddingBag(RaggedTable):
 
     def forward(self, input: Tensor, offsets: Optional[Tensor] = None,
                 per_sample_weights: Optional[Tensor] = None) -> Tensor:
-        ids = self._ids(input)
+        weight, table_offsets, widths, uniform_width, states, row_states, step, hparams, optimizer = self._op_args()
+        ids = self._ids(input, weight)
         if input.dim() == 2:
             if offsets is not None:
                 raise ValueError("if input is 2D, then offsets has to be None, as input is treated is a "
@@ -363,13 +363,11 @@ class EmbeddingBag(RaggedTable):
             if per_sample_weights.shape != input.shape:
                 raise ValueError(f"per_sample_weights has shape {tuple(per_sample_weights.shape)}, expected "
                                  f"the shape of input {tuple(input.shape)}")
-            if per_sample_weights.dtype != self.weight.dtype:
-                raise TypeError(f"per_sample_weights must be {self.weight.dtype}, got {per_sample_weights.dtype}")
+            if per_sample_weights.dtype != weight.dtype:
+                raise TypeError(f"per_sample_weights must be {weight.dtype}, got {per_sample_weights.dtype}")
             per_sample_weights = per_sample_weights.reshape(-1)
-        table_offsets, widths, uniform_width = self._kernel_args()
-        states, row_states, step, hparams, optimizer = self._optimizer_buffers()
-        return ops.bag(self.weight, table_offsets, widths, uniform_width, ids, bag_offsets.contiguous(), self.mode,
-                       per_sample_weights, self.embedding_dim, -1 if self.padding_idx is None else self.padding_idx,
+        return ops.bag(weight, table_offsets, widths, uniform_width, ids, bag_offsets.contiguous(), self.mode,
+                       per_sample_weights, self._arena.d_max, -1 if self.padding_idx is None else self.padding_idx,
                        states, row_states, step, hparams, optimizer, sparse=self.sparse)
 
 

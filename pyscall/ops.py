@@ -26,13 +26,14 @@ MODES = ("sum", "mean", "max")
 # Read once, at import: like TRITON_INTERPRET, which Triton reads at import, a setting of the process
 # (os.environ.get costs about 1 us, and backend() runs twice a training step).
 _BACKEND_CHOICE = os.environ.get("PYSCALL_BACKEND", "auto")
+_CPU_KERNELS_FOR_CPU = _BACKEND_CHOICE in ("auto", "cpu")
 
 
-def backend(device: torch.device):
-    """The kernel module for tensors on `device`."""
-    choice = _BACKEND_CHOICE
-    if device.type == "cpu" and choice in ("auto", "cpu"):
-        return backend_cpu  # the common case first
+def backend(t: Tensor):
+    """The kernel module for tensors on the device of `t`."""
+    if _CPU_KERNELS_FOR_CPU and t.is_cpu:
+        return backend_cpu  # the common case first, without building a torch.device
+    device, choice = t.device, _BACKEND_CHOICE
     if choice not in ("auto", "cpu", "triton"):
         raise ValueError(f"PYSCALL_BACKEND must be 'auto', 'cpu' or 'triton', got {choice!r}")
     if device.type == "cuda" or choice == "triton":
@@ -128,7 +129,7 @@ def _lookup_forward(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_wid
                     hparams: Tensor, optimizer: str) -> Tensor:
     # states/row_states/step/hparams/optimizer ride along only for the backward (the fused update).
     # The backend raises IndexError for an id out of range (kernels/CONTRACT.md).
-    return backend(weight.device).lookup(weight, offsets, widths, ids, d_max, uniform_width)
+    return backend(weight).lookup(weight, offsets, widths, ids, d_max, uniform_width)
 
 
 embedding_lookup = torch.library.custom_op("pyscall::embedding_lookup", mutates_args=())(_lookup_forward)
@@ -180,7 +181,7 @@ def _bag_forward(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width:
     if psw is not None:
         psw = psw[:n]
         psw = (psw if kept is None else psw[kept]).contiguous()
-    out, argmax = backend(weight.device).pooled(weight, offsets, widths, ids_k, offs_k, mode, psw, d_max,
+    out, argmax = backend(weight).pooled(weight, offsets, widths, ids_k, offs_k, mode, psw, d_max,
                                                 uniform_width)
     return out, (argmax if argmax is not None else ids.new_empty((0,)))
 
@@ -257,7 +258,7 @@ def _flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optio
     ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
     if scale is not None:
         scale = scale.to(grad.dtype)
-    return backend(weight.device).flat_grad(grad, ids_k, src_index, scale, argmax, offsets, widths,
+    return backend(weight).flat_grad(grad, ids_k, src_index, scale, argmax, offsets, widths,
                                             weight.numel(), uniform_width)
 
 
@@ -298,7 +299,7 @@ def _fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tenso
     ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
     if scale is not None:
         scale = scale.to(grad.dtype)
-    backend(weight.device).fused_update(grad, ids_k, src_index, scale, argmax, offsets, widths, weight,
+    backend(weight).fused_update(grad, ids_k, src_index, scale, argmax, offsets, widths, weight,
                                         list(states), row_states[0] if row_states else None,
                                         **_optimizer_args(hparams, step, optimizer), uniform_width=uniform_width)
 
@@ -317,7 +318,7 @@ def _per_sample_weights_grad(weight: Tensor, offsets: Tensor, widths: Tensor, un
                             bag_offsets: Tensor, grad: Tensor, d_max: int, padding_idx: int) -> Tensor:
     # d out[b] / d w[k] = row(ids[k]) . grad[b]; padding entries and ids past offsets[-1] get 0.
     n = int(bag_offsets[-1])
-    rows = backend(weight.device).lookup(weight, offsets, widths, ids[:n].contiguous(), d_max, uniform_width)
+    rows = backend(weight).lookup(weight, offsets, widths, ids[:n].contiguous(), d_max, uniform_width)
     result = grad.new_zeros(ids.shape[0])
     result[:n] = (rows * grad[_bag_positions(bag_offsets, n)]).sum(1)
     if padding_idx >= 0:

@@ -26,7 +26,7 @@ for _ in range(2):
     pooled.sum().backward()
     outs += [out.flatten().tolist(), pooled.flatten().tolist()]
 results = outs + [emb.to_dense().flatten().tolist(), bag.weight.grad.tolist()]
-print(json.dumps(results + [pyscall.ops.backend(emb.weight.device).__name__]))
+print(json.dumps(results + [pyscall.ops.backend(emb.weight).__name__]))
 """
 
 
