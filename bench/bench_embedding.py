@@ -133,12 +133,12 @@ def kernels_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widt
     """The C++ kernels of a fused step alone, on a table of their own: the padded lookup, then the
     fused update from `grad` (no module, autograd or Python around them)."""
     emb = pyscall.Embedding(rows, d_max, widths=widths, optimizer=optimizer, lr=0.01)
-    weight, offsets, widths, uniform_width, states, row_states, step_count, hparams, _ = emb._op_args()
+    weight, offsets, row_widths, uniform_width, states, row_states, step_count, hparams, _ = emb._op_args()
 
     def step():
         batch = ids()
-        backend_cpu.lookup(weight, offsets, widths, batch, d_max, uniform_width)
-        backend_cpu.fused_update(grad, batch, None, None, None, offsets, widths, weight.detach(), states,
+        backend_cpu.lookup(weight, offsets, row_widths, batch, d_max, uniform_width)
+        backend_cpu.fused_update(grad, batch, None, None, None, offsets, row_widths, weight.detach(), states,
                                  row_states[0] if row_states else None,
                                  **ops._optimizer_args(hparams, step_count, optimizer), uniform_width=uniform_width)
     return step
