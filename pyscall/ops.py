@@ -181,8 +181,7 @@ def _bag_forward(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width:
     if psw is not None:
         psw = psw[:n]
         psw = (psw if kept is None else psw[kept]).contiguous()
-    out, argmax = backend(weight).pooled(weight, offsets, widths, ids_k, offs_k, mode, psw, d_max,
-                                                uniform_width)
+    out, argmax = backend(weight).pooled(weight, offsets, widths, ids_k, offs_k, mode, psw, d_max, uniform_width)
     return out, (argmax if argmax is not None else ids.new_empty((0,)))
 
 
@@ -258,8 +257,8 @@ def _flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optio
     ids_k, src_index, scale = _gradient_rows(ids, bag_offsets, pool_mode, per_sample_weights, padding_idx)
     if scale is not None:
         scale = scale.to(grad.dtype)
-    return backend(weight).flat_grad(grad, ids_k, src_index, scale, argmax, offsets, widths,
-                                            weight.numel(), uniform_width)
+    return backend(weight).flat_grad(grad, ids_k, src_index, scale, argmax, offsets, widths, weight.numel(),
+                                     uniform_width)
 
 
 flat_backward = torch.library.custom_op("pyscall::flat_backward", mutates_args=())(_flat_backward)
@@ -300,8 +299,8 @@ def _fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tenso
     if scale is not None:
         scale = scale.to(grad.dtype)
     backend(weight).fused_update(grad, ids_k, src_index, scale, argmax, offsets, widths, weight,
-                                        list(states), row_states[0] if row_states else None,
-                                        **_optimizer_args(hparams, step, optimizer), uniform_width=uniform_width)
+                                 list(states), row_states[0] if row_states else None,
+                                 **_optimizer_args(hparams, step, optimizer), uniform_width=uniform_width)
 
 
 fused_backward = torch.library.custom_op("pyscall::fused_backward",
