@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import pyscall
+from pyscall import ops
 
 N, D = 60, 9
 
@@ -209,3 +210,12 @@ def test_bad_input_raises_and_changes_nothing():
                                                  per_sample_weights=torch.ones(1))
     assert torch.equal(emb.to_dense(), before) and torch.equal(bag.to_dense(), before_bag)
     assert emb.step == 0
+
+
+def test_bag_offsets_check_reads_strided_offsets_and_refuses_other_dtypes():
+    every_other = torch.tensor([0, 9, 2, 9, 3])[::2]  # 0, 2, 3 as a strided view
+    assert ops.check_bag_offsets(every_other, 4) == 3
+    with pytest.raises(ValueError, match=r"offsets\[0\] must be 0"):
+        ops.check_bag_offsets(torch.tensor([], dtype=torch.int64), 4)
+    with pytest.raises(TypeError, match="int64"):
+        ops.check_bag_offsets(torch.tensor([0, 2], dtype=torch.int32), 4)

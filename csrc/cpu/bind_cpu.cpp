@@ -93,6 +93,13 @@ void bind_cpu_kernels(py::module_& parent) {
       py::arg("out"), py::arg("argmax"), py::arg("threads"));
 
   m.def(
+      "bag_end",
+      [](uintptr_t bag_offsets, int64_t count, int64_t n) {
+        return bag_end(ptr<const int64_t>(bag_offsets), count, n);
+      },
+      py::arg("bag_offsets"), py::arg("count"), py::arg("n"));
+
+  m.def(
       "flat_grad",
       [](int dtype, uintptr_t grad_src, int64_t m_rows, uintptr_t ids, int64_t n,
          uintptr_t src_index, uintptr_t scale, uintptr_t argmax, uintptr_t offsets,

@@ -1,4 +1,5 @@
-// The four CPU kernels of the ops contract (kernels/CONTRACT.md, shared with the Triton kernels), for T = float, double.
+// The four CPU kernels of the ops contract (kernels/CONTRACT.md, shared with the Triton kernels), for T = float, double,
+// and the check of a pooled lookup's bags that pyscall.ops runs on the host for every backend.
 #pragma once
 #include <cstdint>
 
@@ -34,6 +35,11 @@ template <typename T>
 void pooled(const Table<T>& t, const int64_t* ids, int64_t n, const int64_t* bag_offsets,
             int64_t bags, PoolMode mode, const T* per_sample_weights, T* out, int64_t* argmax,
             int threads);
+
+// Checks the bags of a pooled lookup over n indices, bag_offsets[0 : count] (starting at 0,
+// non-decreasing, at most n; torch ignores indices past the last offset) and returns the last offset.
+// Throws std::invalid_argument (ValueError in Python) otherwise.
+int64_t bag_end(const int64_t* bag_offsets, int64_t count, int64_t n);
 
 // Writes the whole flat gradient out[0 : t.numel] (zeros outside touched rows).
 template <typename T>

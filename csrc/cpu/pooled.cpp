@@ -133,6 +133,23 @@ bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_
 
 }  // namespace
 
+int64_t bag_end(const int64_t* bag_offsets, int64_t count, int64_t n) {
+  if (count == 0 || bag_offsets[0] != 0)
+    throw std::invalid_argument("offsets[0] must be 0 (the first bag starts at the first index)");
+  int64_t largest = 0;
+  bool decreasing = false;
+  for (int64_t b = 1; b < count; ++b) {
+    decreasing |= bag_offsets[b] < bag_offsets[b - 1];
+    largest = std::max(largest, bag_offsets[b]);
+  }
+  // Past n first: without include_last_offset the caller appended n, which then looks like a decrease.
+  if (largest > n)
+    throw std::invalid_argument("offsets must be <= the number of indices (" + std::to_string(n) +
+                                "), got " + std::to_string(largest));
+  if (decreasing) throw std::invalid_argument("offsets must be non-decreasing");
+  return bag_offsets[count - 1];
+}
+
 template <typename T>
 void pooled(const Table<T>& t, const int64_t* ids, int64_t n, const int64_t* bag_offsets,
             int64_t bags, PoolMode mode, const T* per_sample_weights, T* out, int64_t* argmax,
