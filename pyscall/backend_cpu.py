@@ -1,5 +1,5 @@
-"""CPU backend of the ragged-table kernels (contract: the four functions below, shared with the
-Triton backend). Checks dtypes, devices, contiguity and shapes, allocates outputs, and calls
+"""CPU backend of the ragged-table kernels (contract: the four kernel functions below, shared with the
+Triton backend; advance_step is a helper of pyscall.ops for host tensors). Checks dtypes, devices, contiguity and shapes, allocates outputs, and calls
 ``pyscall._C.cpu`` with raw pointers; the C++ side releases the GIL and runs
 ``torch.get_num_threads()`` OpenMP threads. With ``uniform_width`` W > 0 (the arena's, never a guess)
 the kernels find row i at ``weight[i * W : (i + 1) * W]`` without reading offsets and widths."""
@@ -11,7 +11,7 @@ import torch
 
 from . import _C
 
-__all__ = ["lookup", "pooled", "flat_grad", "fused_update"]
+__all__ = ["lookup", "pooled", "flat_grad", "fused_update", "advance_step"]
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _VALUE_DTYPES = tuple(_DTYPE_CODES)
@@ -176,3 +176,14 @@ def fused_update(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Ten
                         uniform_width, weight.data_ptr(), weight.numel(), pointers[0], pointers[1], row_pointer,
                         _OPTIMIZERS[optimizer], float(lr), float(eps), float(beta1), float(beta2),
                         float(weight_decay), step, torch.get_num_threads())
+
+
+def advance_step(hparams: torch.Tensor, step: torch.Tensor) -> tuple:
+    """Adds 1 to a table's step count (int64 [1]) in place; returns (lr, eps, beta1, beta2, weight_decay)
+    from its hyper-parameters (float64 [5]) and the new count. Not a kernel: pyscall.ops calls it for
+    host tensors whatever the backend."""
+    _check("hparams", hparams, torch.float64, 1)
+    _check_shape("hparams", hparams, (5,))
+    _check("step", step, torch.int64, 1)
+    _check_shape("step", step, (1,))
+    return _C.cpu.advance_step(hparams.data_ptr(), step.data_ptr())

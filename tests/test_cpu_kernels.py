@@ -461,6 +461,18 @@ def test_wrong_types_name_the_expected_value():
                        step=0, **HYPER)
 
 
+def test_advance_step_reads_the_hyper_parameters_and_counts_one_step():
+    hparams = torch.tensor([0.1, 1e-8, 0.9, 0.999, 0.01], dtype=torch.float64)
+    step = torch.tensor([41])
+    assert K.advance_step(hparams, step) == (0.1, 1e-8, 0.9, 0.999, 0.01, 42)
+    assert step.item() == 42
+    with pytest.raises(TypeError, match="hparams must have dtype torch.float64"):
+        K.advance_step(hparams.float(), step)
+    with pytest.raises(ValueError, match=r"step must have shape \(1,\)"):
+        K.advance_step(hparams, torch.tensor([1, 2]))
+    assert step.item() == 42
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("objdump") is None,
                     reason="reads x86-64 machine code with objdump")
 def test_built_kernels_keep_their_prefetches():

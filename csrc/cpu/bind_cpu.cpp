@@ -92,6 +92,18 @@ void bind_cpu_kernels(py::module_& parent) {
       py::arg("bag_offsets"), py::arg("bags"), py::arg("mode"), py::arg("per_sample_weights"),
       py::arg("out"), py::arg("argmax"), py::arg("threads"));
 
+  // A fused optimizer's float64 [5] hyper-parameters and its int64 step count, advanced by one: one call
+  // instead of three torch ops on the scalars at every step.
+  m.def(
+      "advance_step",
+      [](uintptr_t hparams, uintptr_t step) {
+        const double* h = ptr<const double>(hparams);
+        int64_t* count = ptr<int64_t>(step);
+        *count += 1;
+        return py::make_tuple(h[0], h[1], h[2], h[3], h[4], *count);
+      },
+      py::arg("hparams"), py::arg("step"));
+
   m.def(
       "bag_end",
       [](uintptr_t bag_offsets, int64_t count, int64_t n) {
