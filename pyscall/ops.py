@@ -138,19 +138,30 @@ def _(weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, r
     return weight.new_empty((ids.shape[0], d_max))
 
 
+def _keep_fused_buffers(ctx, weight, states, row_states, step, check_weight: bool) -> tuple:
+    """Keeps what a fused update writes (weight, states, row_states, step) in ctx, out of save_for_backward:
+    each lookup of a table in one graph applies its own update when its backward runs, and a saved
+    tensor's version check would refuse every lookup after the first. Returns the weight to save with
+    its version checked (check_weight: the backward reads its values, which must be the forward's) or None."""
+    ctx.fused_buffers = (weight, states, row_states, step)
+    return weight if check_weight else None
+
+
 def _lookup_setup(ctx, inputs, output):
     weight, offsets, widths, ctx.uniform_width, ids, _, ctx.padding_idx, states, row_states, step, hparams, \
         ctx.optimizer = inputs
     ctx.n_states, ctx.n_row_states = len(states), len(row_states)
-    ctx.save_for_backward(weight, offsets, widths, ids, step, hparams, *states, *row_states)
+    if ctx.optimizer:
+        weight = _keep_fused_buffers(ctx, weight, states, row_states, step, check_weight=False)
+    ctx.save_for_backward(weight, offsets, widths, ids, hparams)
 
 
 def _lookup_grad_weight(ctx, grad, backward_ops):
     """Gradient of the flat weight (drop-in mode), or None after applying the fused update."""
     fused, flat, _ = backward_ops
-    weight, offsets, widths, ids, step, hparams, *bufs = _saved_tensors(ctx)
-    states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
+    weight, offsets, widths, ids, hparams = _saved_tensors(ctx)
     if ctx.optimizer:
+        weight, states, row_states, step = ctx.fused_buffers
         fused(weight, states, row_states, step, hparams, ctx.optimizer, grad.contiguous(), ids, None,
               offsets, widths, ctx.uniform_width, "", None, None, ctx.padding_idx)
         return None
@@ -207,16 +218,18 @@ def _bag_setup(ctx, inputs, output):
     ctx.mode, ctx.d_max, ctx.padding_idx, ctx.optimizer = mode, d_max, padding_idx, optimizer
     ctx.uniform_width = uniform_width
     ctx.n_states, ctx.n_row_states, ctx.has_psw = len(states), len(row_states), psw is not None
+    if optimizer:  # the gradient of per_sample_weights reads the rows
+        weight = _keep_fused_buffers(ctx, weight, states, row_states, step, check_weight=ctx.has_psw)
     # output[1] is argmax: None (eager) or empty (custom op) unless mode is "max".
-    ctx.save_for_backward(weight, offsets, widths, ids, bag_offsets, output[1], step, hparams, psw, *states,
-                          *row_states)
+    ctx.save_for_backward(weight, offsets, widths, ids, bag_offsets, output[1], hparams, psw)
 
 
 def _bag_grads(ctx, grad, backward_ops, needs_weight_grad: bool, needs_psw_grad: bool):
     """(gradient of the flat weight or None, gradient of per_sample_weights or None)."""
     fused, flat, psw_grad = backward_ops
-    weight, offsets, widths, ids, bag_offsets, argmax, step, hparams, psw, *bufs = _saved_tensors(ctx)
-    states, row_states = bufs[: ctx.n_states], bufs[ctx.n_states:]
+    weight, offsets, widths, ids, bag_offsets, argmax, hparams, psw = _saved_tensors(ctx)
+    if ctx.optimizer:
+        weight, states, row_states, step = ctx.fused_buffers
     argmax = argmax if ctx.mode == "max" else None
     grad = grad.contiguous()
     grad_weight = grad_psw = None

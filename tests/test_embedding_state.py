@@ -248,12 +248,41 @@ def test_torch_compile_follows_a_layout_change_off_and_back_onto_the_uniform_pat
 
 def test_fused_backward_marks_the_table_modified_in_eager_mode():
     # Eager calls skip the custom op's dispatch but must keep its mutation semantics: a graph that saved the
-    # table before a fused update must not backpropagate through stale rows.
+    # table before a fused update must not backpropagate through stale rows. The lookup is recorded after
+    # the op that saved the weight, so its backward (and update) runs first.
     emb = pyscall.Embedding(N, D, optimizer="sgd", lr=0.1)
-    ids = torch.arange(4)
-    first, second = emb(ids), emb(ids)
+    penalty = emb.weight.pow(2).sum()
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        (first.sum() + second.sum()).backward()
+        (penalty + emb(torch.arange(4)).sum()).backward()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_two_lookups_of_a_fused_table_in_one_graph_each_apply_their_update(compiled):
+    # Positive and negative items from one table: each lookup's backward applies its own update (as FBGEMM's
+    # fused TBE does). With SGD that is torch's step on the summed gradient; the step count advances by two.
+    torch.manual_seed(3)
+    ours = pyscall.Embedding(N, D, widths=_widths(10), optimizer="sgd", lr=0.1)
+    bag = pyscall.EmbeddingBag(N, D, mode="mean", widths=_widths(11), optimizer="sgd", lr=0.1)
+    ref = pyscall.Embedding(N, D, widths=_widths(10))
+    ref_bag = pyscall.EmbeddingBag(N, D, mode="mean", widths=_widths(11))
+    ref.load_state_dict(ours.state_dict(), strict=False)
+    ref_bag.load_state_dict(bag.state_dict(), strict=False)
+    opt = torch.optim.SGD([ref.weight, ref_bag.weight], lr=0.1)
+    pos, neg = torch.tensor([1, 2, 2, 5]), torch.tensor([2, 7, 1, 1])
+    offsets = torch.tensor([0, 1, 3])
+
+    def loss(emb, bag, pos, neg):
+        return (emb(pos) * emb(neg)).sum() + (bag(pos, offsets) - bag(neg, offsets)).pow(2).sum()
+
+    run = torch.compile(loss, fullgraph=True) if compiled else loss
+    for _ in range(2):
+        run(ours, bag, pos, neg).backward()
+        loss(ref, ref_bag, pos, neg).backward()
+        opt.step()
+        opt.zero_grad()
+    assert ours.step == bag.step == 4
+    torch.testing.assert_close(ours.to_dense(), ref.to_dense(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bag.to_dense(), ref_bag.to_dense(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("optimizer", [None, "adam"])
