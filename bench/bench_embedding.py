@@ -222,16 +222,30 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
                 lambda: torch.index_select(dense, 0, a(), out=out),
                 lambda: backend_cpu.lookup(table.weight, table.offsets, table.widths, k(), d_max, table.uniform_width),
                 repeat=repeat, block=block)
+            rows_at_mean = []
+            if widths is not None:
+                # For scale, not pyscall: torch's own index_select on rows of the mean width (one cache line)
+                # against the same baseline; random reads of short rows cost latency, not bytes.
+                mean_width = round(float(widths.float().mean()))
+                narrow, narrow_out = torch.randn(rows, mean_width), torch.empty(batch, mean_width)
+                a, m = Batches(pool), Batches(pool)
+                (base_m, at_mean), alt_m = compared(
+                    lambda: torch.index_select(dense, 0, a(), out=out),
+                    lambda: torch.index_select(narrow, 0, m(), out=narrow_out), repeat=repeat, block=block)
+                rows_at_mean = [(f"index_select alone on a dense table of width {mean_width} (not pyscall; for "
+                                 "scale)", base_m, at_mean, batch * mean_width * 4, alt_m, batch * mean_width * 4)]
+                del narrow, narrow_out
         del dense, emb, table
-        for kind, base, seconds, written, (alt_base, alt_ours) in [
-                ("padded lookup", base, padded, batch * d_max * 4, (alt[0], alt[1])),
-                ("padded lookup kernel alone (backend_cpu.lookup)", base_k, kernel, batch * d_max * 4, alt_k),
-                ("pooled lookup (sum, bags of 8)", base, pooled, batch // 8 * d_max * 4, (alt[0], alt[2]))]:
+        for kind, base, seconds, written, (alt_base, alt_ours), row_bytes in [
+                ("padded lookup", base, padded, batch * d_max * 4, (alt[0], alt[1]), read),
+                ("padded lookup kernel alone (backend_cpu.lookup)", base_k, kernel, batch * d_max * 4, alt_k, read),
+                ("pooled lookup (sum, bags of 8)", base, pooled, batch // 8 * d_max * 4, (alt[0], alt[2]), read),
+                *rows_at_mean]:
             base_bw = 2 * batch * d_max * 4 / base
-            bw = (read + written) / seconds
+            bw = (row_bytes + written) / seconds
             results.append(dict(what=f"{kind}, {label}", threads=threads, baseline="index_select (same d_max)",
                                 base_ms=base * 1e3, ours_ms=seconds * 1e3, speedup=bw / base_bw,
-                                alternating=alt_base / alt_ours * (read + written) / (2 * batch * d_max * 4),
+                                alternating=alt_base / alt_ours * (row_bytes + written) / (2 * batch * d_max * 4),
                                 memory=f"{bw / 1e9:.1f} GB/s = {bw / bandwidth:.0%} of copy; "
                                        f"index_select {base_bw / 1e9:.1f} GB/s"))
     results += fbgemm_rows(rows, pool, repeat, block, threads)

@@ -23,7 +23,9 @@ def test_bench_embedding_writes_its_table(tmp_path):
                  "train step, drop-in sparse=True + torch SparseAdam, all widths 64",
                  "train step adam, all widths 64, ragged layout (rows found through their offsets and widths)",
                  "train step adam, all widths 64: uniform layout against the ragged one",
-                 "pooled lookup (sum, bags of 8), power law mean 16, d_max 256"):
+                 "pooled lookup (sum, bags of 8), power law mean 16, d_max 256",
+                 "index_select alone on a dense table of width 16 (not pyscall; for scale), power law mean 16, "
+                 "d_max 256"):
         assert what in whats, what
     for line in rows[1:]:
         cells = line.split(" | ")
