@@ -95,16 +95,24 @@ def _bag_gradient_rows(ids, bag_offsets, mode, per_sample_weights, padding_idx):
 
 
 def _saved_tensors(ctx) -> tuple:
-    """ctx.saved_tensors, with the reason added when the table's layout changed since forward:
-    RaggedArena._refresh bumps the version of the widths a backward saved, the only int32 tensor."""
+    """ctx.saved_tensors, with the reason added when a saved tensor of the table changed since forward:
+    RaggedArena._refresh bumps the version of the widths (the only int32 tensor) on a layout change, and
+    a fused update that of the weight, which a fused bag saves only for the per_sample_weights gradient."""
     try:
         return ctx.saved_tensors
     except RuntimeError as e:
-        if "modified by an inplace operation" not in str(e) or "IntTensor" not in str(e):
+        if "modified by an inplace operation" not in str(e):
             raise
-        raise RuntimeError(f"{e}\nThat tensor is the table's widths: its row layout changed (resize, set_widths, "
-                           "append, release, compact or load_state_dict) between this forward and its "
-                           "backward. Run backward before changing the layout.") from e
+        if "IntTensor" in str(e):
+            raise RuntimeError(f"{e}\nThat tensor is the table's widths: its row layout changed (resize, "
+                               "set_widths, append, release, compact or load_state_dict) between this forward "
+                               "and its backward. Run backward before changing the layout.") from e
+        if ctx.optimizer and getattr(ctx, "has_psw", False):
+            raise RuntimeError(f"{e}\nThat tensor is the table's weight: the gradient of per_sample_weights reads "
+                               "the rows as this forward saw them, and a fused update (another lookup of the "
+                               "table in this graph, or a backward since) changed them first. Look such a table "
+                               "up once per backward, or pass per_sample_weights that need no gradient.") from e
+        raise
 
 
 def _optimizer_args(hparams: Tensor, step: Tensor, optimizer: str) -> dict:
@@ -219,7 +227,8 @@ def _bag_setup(ctx, inputs, output):
     ctx.uniform_width = uniform_width
     ctx.n_states, ctx.n_row_states, ctx.has_psw = len(states), len(row_states), psw is not None
     if optimizer:  # the gradient of per_sample_weights reads the rows
-        weight = _keep_fused_buffers(ctx, weight, states, row_states, step, check_weight=ctx.has_psw)
+        weight = _keep_fused_buffers(ctx, weight, states, row_states, step,
+                                     check_weight=ctx.has_psw and psw.requires_grad)
     # output[1] is argmax: None (eager) or empty (custom op) unless mode is "max".
     ctx.save_for_backward(weight, offsets, widths, ids, bag_offsets, output[1], hparams, psw)
 

@@ -285,6 +285,21 @@ def test_two_lookups_of_a_fused_table_in_one_graph_each_apply_their_update(compi
     torch.testing.assert_close(bag.to_dense(), ref_bag.to_dense(), rtol=1e-5, atol=1e-6)
 
 
+def test_two_weighted_lookups_of_a_fused_bag_need_no_rows_unless_the_weights_take_a_gradient():
+    bag = pyscall.EmbeddingBag(N, D, mode="sum", optimizer="adam", lr=0.1)
+    ids, offsets = torch.tensor([1, 2, 3]), torch.tensor([0, 1])
+
+    def loss(first, second):
+        return (bag(ids, offsets, per_sample_weights=first) * bag(ids, offsets, per_sample_weights=second)).sum()
+
+    loss(torch.rand(3), torch.rand(3)).backward()
+    assert bag.step == 2
+    # The gradient of per_sample_weights reads the rows as the forward saw them; the other lookup's update,
+    # run first, changed them, so backward refuses and says why.
+    with pytest.raises(RuntimeError, match="per_sample_weights reads the rows as this forward saw them"):
+        loss(torch.rand(3, requires_grad=True), torch.rand(3)).backward()
+
+
 @pytest.mark.parametrize("optimizer", [None, "adam"])
 def test_inference_path_equals_the_training_path(optimizer):
     # Without autograd the modules call the forward bodies directly (no graph): same values, no grad_fn.
