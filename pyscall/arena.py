@@ -305,6 +305,23 @@ class RaggedArena:
         out[mask] = flat.detach()[index]
         return out
 
+    def load_dense(self, dense: torch.Tensor) -> None:
+        """Writes the first width values of each row of ``dense`` [num_rows, d_max] into the weight, the
+        inverse of to_dense; the layout and the optimizer state stay. Checks first: on an error nothing changes."""
+        if not torch.is_tensor(dense) or not dense.is_floating_point():
+            raise TypeError(f"expected a floating-point tensor of rows, got {type(dense).__name__}"
+                            + (f" of {dense.dtype}" if torch.is_tensor(dense) else ""))
+        if tuple(dense.shape) != (self.num_rows, self.d_max):
+            raise ValueError(f"expected rows of shape ({self.num_rows}, {self.d_max}) (num_embeddings, "
+                             f"embedding_dim), got {tuple(dense.shape)}")
+        widths = self.widths.to(torch.int64)
+        cols = torch.arange(self.d_max, dtype=torch.int64, device=widths.device)
+        mask = cols < widths[:, None]
+        index = (self.offsets[:, None] + cols)[mask]
+        values = dense.detach().to(device=self.weight.device, dtype=self.weight.dtype)[mask]
+        with torch.no_grad():
+            self.weight[index] = values
+
     # ---- internals --------------------------------------------------------
     def _named_buffers(self):
         yield "weight", self.weight

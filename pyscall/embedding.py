@@ -181,6 +181,24 @@ class RaggedTable(nn.Module):
     def to_dense(self) -> Tensor:
         return self._arena.to_dense()
 
+    @classmethod
+    def from_pretrained(cls, embeddings: Tensor, freeze: bool = True, **kwargs):
+        """As torch's `from_pretrained`: a table whose rows start as the rows of `embeddings`
+        [num_embeddings, embedding_dim] (dtype and device from it unless given). With `widths`, each row keeps
+        its first widths[i] values, as a shrink does. `freeze=True` (torch's default) leaves the weight without
+        gradient, so it cannot go with a fused optimizer. Other keywords go to the constructor."""
+        if not torch.is_tensor(embeddings) or embeddings.dim() != 2:
+            raise ValueError("Embeddings parameter is expected to be 2-dimensional")
+        if freeze and kwargs.get("optimizer") is not None:
+            raise ValueError(f"freeze=True leaves the table untrained; the fused optimizer "
+                             f"{kwargs['optimizer']!r} needs freeze=False")
+        kwargs.setdefault("dtype", embeddings.dtype)
+        kwargs.setdefault("device", embeddings.device)
+        table = cls(*embeddings.shape, **kwargs)
+        table._arena.load_dense(embeddings)
+        table.weight.requires_grad_(not freeze)
+        return table
+
     def extra_repr(self) -> str:
         stats = self._arena.memory_stats()
         text = (f"{self.num_embeddings}, {self.embedding_dim}, mean_width="
@@ -281,6 +299,13 @@ class RaggedTable(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         mine = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if mine.keys() == {"weight"} and torch.is_tensor(mine["weight"]) and mine["weight"].dim() == 2:
+            # A torch.nn.Embedding / EmbeddingBag checkpoint: its rows, cut to this table's widths.
+            try:
+                self._arena.load_dense(mine["weight"])
+            except (TypeError, ValueError) as e:
+                error_msgs.append(f"while copying {prefix}weight: {e}")
+            return
         expected = {"widths", "values"} | {f"state.{k}" for k in range(len(self._arena.state))} \
             | {f"row_state.{k}" for k in range(len(self._arena.row_state))} \
             | ({"step"} if self.optimizer is not None else set())
@@ -308,8 +333,8 @@ class Embedding(RaggedTable):
     it; with `sparse=True` its gradient is a sparse COO tensor of the touched entries, as torch's
     `sparse=True` gives (for SparseAdam, SGD, Adagrad). `optimizer="sgd" | "adagrad" |
     "rowwise_adagrad" | "adam"` fuses the update into backward: each backward through a forward call
-    is one optimizer step on the rows that call touched, so look up all ids of a training step in one
-    call (concatenate them).
+    is one optimizer step on the rows that call touched (a table looked up twice in one graph takes two
+    steps), so look up all ids of a training step in one call (concatenate them) for one step.
     """
 
     def forward(self, input: Tensor) -> Tensor:

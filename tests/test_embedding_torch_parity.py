@@ -205,3 +205,49 @@ def test_unsupported_torch_keywords_raise():
     pyscall.Embedding(10, 4, sparse=False, max_norm=None)  # torch's defaults are accepted
     with pytest.raises(TypeError, match="unexpected keyword"):
         pyscall.Embedding(10, 4, colour="red")
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_from_pretrained_matches_torch(freeze):
+    pretrained = torch.randn(30, 6, dtype=torch.float64)
+    ours = pyscall.Embedding.from_pretrained(pretrained, freeze=freeze, padding_idx=2)
+    ref = nn.Embedding.from_pretrained(pretrained, freeze=freeze, padding_idx=2)
+    bag = pyscall.EmbeddingBag.from_pretrained(pretrained, freeze=freeze, mode="sum")
+    ref_bag = nn.EmbeddingBag.from_pretrained(pretrained, freeze=freeze, mode="sum")
+    assert ours.weight.dtype == torch.float64 and ours.weight.requires_grad == (not freeze)
+    ids, offsets = torch.tensor([2, 5, 2, 29]), torch.tensor([0, 1])
+    torch.testing.assert_close(ours(ids), ref(ids), rtol=0, atol=0)  # the padding row keeps its values, as torch's
+    torch.testing.assert_close(bag(ids, offsets), ref_bag(ids, offsets))
+    if not freeze:
+        ours(ids).pow(2).sum().backward()
+        ref(ids).pow(2).sum().backward()
+        torch.testing.assert_close(_flat_grad_as_dense(ours), ref.weight.grad)
+
+
+def test_from_pretrained_with_widths_keeps_the_first_values_of_each_row_and_trains_fused():
+    pretrained = torch.randn(20, 8)
+    widths = torch.randint(0, 9, (20,), dtype=torch.int32)
+    ours = pyscall.EmbeddingBag.from_pretrained(pretrained, freeze=False, widths=widths, optimizer="adam",
+                                                mode="max")
+    torch.testing.assert_close(ours.to_dense(), pretrained * (torch.arange(8) < widths[:, None]), rtol=0, atol=0)
+    ours(torch.tensor([1, 2, 3]), torch.tensor([0, 2])).sum().backward()
+    assert ours.step == 1
+    with pytest.raises(ValueError, match="2-dimensional"):
+        pyscall.Embedding.from_pretrained(torch.randn(8))
+    with pytest.raises(ValueError, match="needs freeze=False"):
+        pyscall.Embedding.from_pretrained(pretrained, optimizer="sgd")
+    with pytest.raises(pyscall.BudgetExceededError):
+        pyscall.Embedding.from_pretrained(pretrained, budget_bytes=100)
+
+
+def test_a_torch_checkpoint_loads_into_a_ragged_table_cut_to_its_widths():
+    ref = nn.Embedding(20, 8)
+    widths = torch.randint(0, 9, (20,), dtype=torch.int32)
+    ours = pyscall.Embedding(20, 8, widths=widths, optimizer="adam")
+    assert not ours.load_state_dict(ref.state_dict()).missing_keys
+    torch.testing.assert_close(ours.to_dense(), ref.weight.detach() * (torch.arange(8) < widths[:, None]),
+                               rtol=0, atol=0)
+    before = ours.to_dense()
+    with pytest.raises(RuntimeError, match=r"expected rows of shape \(20, 8\)"):
+        ours.load_state_dict(nn.Embedding(21, 8).state_dict())
+    assert torch.equal(ours.to_dense(), before)
