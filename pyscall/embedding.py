@@ -137,6 +137,15 @@ class RaggedTable(nn.Module):
         values = torch.empty(numel, dtype=dtype, device=device)
         return values.normal_(0.0, 1.0 if self.init_std is None else self.init_std)
 
+    def reset_parameters(self) -> None:
+        """As torch's: every stored value drawn again from the row init (N(0, 1), or N(0, init_std)) and the
+        padding row zeroed. The layout and any optimizer state stay."""
+        index = self._arena.packed_index()
+        with torch.no_grad():
+            self.weight[index] = self._row_init(index.numel(), self.weight.dtype, self.weight.device)
+        if self.padding_idx is not None:
+            self._zero_row(self.padding_idx)
+
     def _zero_row(self, row: int) -> None:
         off, width = int(self._arena.offsets[row]), int(self._arena.widths[row])
         self._arena.weight.data[off: off + width] = 0

@@ -251,3 +251,17 @@ def test_a_torch_checkpoint_loads_into_a_ragged_table_cut_to_its_widths():
     with pytest.raises(RuntimeError, match=r"expected rows of shape \(20, 8\)"):
         ours.load_state_dict(nn.Embedding(21, 8).state_dict())
     assert torch.equal(ours.to_dense(), before)
+
+
+def test_reset_parameters_draws_every_stored_value_again_and_keeps_the_layout():
+    torch.manual_seed(0)
+    widths = torch.randint(0, 65, (2000,), dtype=torch.int32)
+    ours = pyscall.Embedding(2000, 64, padding_idx=7, widths=widths, init_std=0.5)
+    with torch.no_grad():
+        ours.weight.fill_(3.0)
+    ours.reset_parameters()
+    dense, mask = ours.to_dense(), torch.arange(64) < widths[:, None]
+    values = dense[mask & (torch.arange(2000) != 7)[:, None]]
+    assert abs(values.mean().item()) < 0.02 and abs(values.std().item() - 0.5) < 0.02  # N(0, init_std) again
+    assert not dense[7].any() and not dense[~mask].any()
+    assert torch.equal(ours.widths, widths)
