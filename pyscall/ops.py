@@ -146,7 +146,7 @@ def _(weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, r
     return weight.new_empty((ids.shape[0], d_max))
 
 
-def _keep_fused_buffers(ctx, weight, states, row_states, step, check_weight: bool) -> tuple:
+def _keep_fused_buffers(ctx, weight, states, row_states, step, check_weight: bool) -> Optional[Tensor]:
     """Keeps what a fused update writes (weight, states, row_states, step) in ctx, out of save_for_backward:
     each lookup of a table in one graph applies its own update when its backward runs, and a saved
     tensor's version check would refuse every lookup after the first. Returns the weight to save with
@@ -226,7 +226,7 @@ def _bag_setup(ctx, inputs, output):
     ctx.mode, ctx.d_max, ctx.padding_idx, ctx.optimizer = mode, d_max, padding_idx, optimizer
     ctx.uniform_width = uniform_width
     ctx.n_states, ctx.n_row_states, ctx.has_psw = len(states), len(row_states), psw is not None
-    if optimizer:  # the gradient of per_sample_weights reads the rows
+    if optimizer:  # the weight stays checked where the gradient of per_sample_weights reads the rows
         weight = _keep_fused_buffers(ctx, weight, states, row_states, step,
                                      check_weight=ctx.has_psw and psw.requires_grad)
     # output[1] is argmax: None (eager) or empty (custom op) unless mode is "max".
