@@ -1,5 +1,5 @@
-"""Runs the C++ code that has a separate AVX-512 path (the row mover of re-layouts, the float32 bag
-sum) on seeded random data with a given `_C` and prints a digest of the results.
+"""Runs the C++ code that has a separate AVX-512 path (the row mover of re-layouts) on seeded random
+data with a given `_C` and prints a digest of the results.
 tests/test_cuda_build.py runs it with the portable build (the plain loops) and compares the digest
 with the installed build's: both paths must give the same bits.
 
@@ -51,32 +51,10 @@ def relayout_digest(c_module, steps: int = 60, seed: int = 0) -> str:
     return h.hexdigest()
 
 
-def pooled_digest(c_module, seed: int = 0) -> str:
-    """Sum and mean bags over a random ragged float32 table (no per-sample weights: FMA contraction
-    differs between builds), for d_max on both sides of the register block sizes."""
-    rng = np.random.default_rng(seed)
-    h = hashlib.sha256()
-    for d_max in (5, 64, 100, 256):
-        rows = 300
-        widths = rng.integers(0, d_max + 1, rows).astype(np.int32)
-        offsets = (np.cumsum(widths + 3) - widths - 3).astype(np.int64)  # gaps of 3 between rows
-        weight = rng.standard_normal(int(offsets[-1] + widths[-1] + 3)).astype(np.float32)
-        ids = rng.integers(0, rows, 2000).astype(np.int64)
-        bag_offsets = np.sort(rng.integers(0, ids.size + 1, 400)).astype(np.int64)
-        bag_offsets[0], bag_offsets[-1] = 0, ids.size
-        for mode in (0, 1):  # sum, mean
-            out = np.empty((bag_offsets.size - 1, d_max), np.float32)
-            c_module.cpu.pooled(0, weight.ctypes.data, weight.size, offsets.ctypes.data, widths.ctypes.data,
-                                rows, d_max, 0, ids.ctypes.data, ids.size, bag_offsets.ctypes.data,
-                                bag_offsets.size - 1, mode, 0, out.ctypes.data, 0, 1)
-            h.update(out.tobytes())
-    return h.hexdigest()
-
-
 if __name__ == "__main__":
     if len(sys.argv) > 1:
         sys.path.insert(0, sys.argv[1])
         import _C
     else:
         from pyscall import _C
-    print(relayout_digest(_C), pooled_digest(_C))
+    print(relayout_digest(_C))

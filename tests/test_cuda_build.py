@@ -53,7 +53,7 @@ def test_move_rows_without_cuda_build_is_a_clear_error(monkeypatch):
 
 def test_portable_build_without_cuda(tmp_path):
     """Configure and build the project with -DPYSCALL_CUDA=OFF -DPYSCALL_NATIVE=OFF: the module must import
-    with with_cuda False, and its portable loops (no AVX-512: the row mover, the bag sum) must give the same
+    with with_cuda False, and its portable loops (no AVX-512: the row mover) must give the same
     bits as the installed build (tests/portable_probe.py). About 40 s on 2 cores; mark it slow if the C++ core grows past 60 s."""
     cmake = shutil.which("cmake", path=str(VENV_BIN)) or shutil.which("cmake")
     pybind11_dir = subprocess.run([sys.executable, "-m", "pybind11", "--cmakedir"], check=True,

@@ -1,13 +1,8 @@
 // Pooled lookup (EmbeddingBag): one output row per bag, bags processed in parallel.
 #include <algorithm>
 #include <string>
-#include <type_traits>
 
 #include "kernels.h"
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 namespace pyscall::cpu {
 namespace {
@@ -20,58 +15,15 @@ void check_bags(const int64_t* bag_offsets, int64_t bags, int64_t n) {
       throw std::invalid_argument("bag_offsets must be non-decreasing");
 }
 
-#if defined(__AVX512F__)
-// Lanes of 16-float block r that lie in a row of n floats starting at the pass's first column.
-inline __mmask16 block_mask(int64_t n, int r) {
-  const int64_t left = n - 16 * r;
-  return left <= 0 ? 0 : left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
-}
-
-// float32 sum over a bag, B * 16 columns per pass with the sums in B registers: the bag's rows are
-// read once per pass and the output written once (the memory loop below stores acc after every
-// row). Masked loads read no lane past a row's width. Each element adds the rows in the same
-// order as the loop below.
-template <int B>
-bool sum_bag_avx512(const Table<float>& t, const int64_t* ids, int64_t n, int64_t s, int64_t e,
-                    const float* psw, float* out) {
-  const int64_t d = t.d_max;
-  for (int64_t c = 0; c < d; c += 16 * B) {
-    __m512 a[B];
-#pragma GCC unroll 8
-    for (int r = 0; r < B; ++r) a[r] = _mm512_setzero_ps();
-    for (int64_t k = s; k < e; ++k) {
-      const int64_t i = ids[k];
-      if (c == 0) {  // the first pass checks each row once and prefetches ahead
-        prefetch_ahead(t, ids, k, n);
-        if (!row_ok(t, i)) return false;
-      }
-      const int64_t w = t.width(i) - c;
-      if (w <= 0) continue;
-      const float* row = t.w + t.offset(i) + c;
-      const __m512 scale = _mm512_set1_ps(psw ? psw[k] : 1.0f);
-#pragma GCC unroll 8
-      for (int r = 0; r < B; ++r) {
-        const __m512 x = _mm512_maskz_loadu_ps(block_mask(w, r), row + 16 * r);
-        a[r] = psw ? _mm512_fmadd_ps(scale, x, a[r]) : _mm512_add_ps(a[r], x);
-      }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < B; ++r) _mm512_mask_storeu_ps(out + c + 16 * r, block_mask(d - c, r), a[r]);
-  }
-  return true;
-}
-#endif
-
 // Sum (optionally weighted) of the bag's logical rows; only the first width entries get added.
 // Both bag functions return false, leaving the bag unfinished, at a row that fails row_ok.
+// The output row stays in L1 while the rows are added into it. A version that kept 64 or 128 columns
+// in AVX-512 registers (masked loads, one store per bag) took 1.1-1.7x the time on a 2-core AMD EPYC:
+// every row paid the loads of a whole block whatever its width, and wide tables took two passes over
+// the bag (width 64, width 256, power law; one build with a run-time switch, Dec 2026).
 template <typename T>
 bool sum_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_t e, const T* psw,
              T* acc) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>)
-    return t.d_max <= 64 ? sum_bag_avx512<4>(t, ids, n, s, e, psw, acc)
-                         : sum_bag_avx512<8>(t, ids, n, s, e, psw, acc);
-#endif
   std::fill(acc, acc + t.d_max, T(0));
   for (int64_t k = s; k < e; ++k) {
     prefetch_ahead(t, ids, k, n);
