@@ -44,7 +44,9 @@ bool sum_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_
 }
 
 // Elementwise max over the bag's logical rows (entries past a width are 0); am gets the position
-// in ids of the first maximum.
+// in ids of the first maximum. A column that has met a row's implicit zero cannot change at a later
+// zero (its max is >= 0 by then, or NaN), so each row compares its zeros only on the columns that have
+// met none: the work per row follows its width, not d_max.
 template <typename T>
 bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_t e, T* acc,
              int64_t* am) {
@@ -54,6 +56,7 @@ bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_
     std::fill(am, am + d, int64_t(-1));
     return true;
   }
+  int64_t zeros_from;  // columns from here on have met a zero
   {
     prefetch_ahead(t, ids, s, n);
     const int64_t i = ids[s];
@@ -62,6 +65,7 @@ bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_
     std::copy_n(t.w + t.offset(i), w, acc);
     std::fill(acc + w, acc + d, T(0));
     std::fill(am, am + d, s);
+    zeros_from = w;
   }
   for (int64_t k = s + 1; k < e; ++k) {
     prefetch_ahead(t, ids, k, n);
@@ -74,11 +78,12 @@ bool max_bag(const Table<T>& t, const int64_t* ids, int64_t n, int64_t s, int64_
       acc[j] = gt ? row[j] : acc[j];
       am[j] = gt ? k : am[j];
     }
-    for (int64_t j = w; j < d; ++j) {
+    for (int64_t j = w; j < zeros_from; ++j) {
       const bool gt = T(0) > acc[j];
       acc[j] = gt ? T(0) : acc[j];
       am[j] = gt ? k : am[j];
     }
+    zeros_from = std::min(zeros_from, w);
   }
   return true;
 }
