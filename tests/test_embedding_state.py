@@ -285,6 +285,26 @@ def test_two_lookups_of_a_fused_table_in_one_graph_each_apply_their_update(compi
     torch.testing.assert_close(bag.to_dense(), ref_bag.to_dense(), rtol=1e-5, atol=1e-6)
 
 
+def test_two_lookups_of_a_fused_adam_table_compile_to_the_eager_order():
+    # With Adam the order of the two steps matters (bias correction); compiled backward must keep eager's.
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(4)
+        emb = pyscall.Embedding(N, D, widths=_widths(12), optimizer="adam", lr=0.1)
+        bag = pyscall.EmbeddingBag(N, D, mode="sum", widths=_widths(13), optimizer="adam", lr=0.1)
+        offsets = torch.tensor([0, 2])
+
+        def loss(pos, neg):
+            return (emb(pos) * emb(neg)).sum() + (bag(pos, offsets) - bag(neg, offsets)).pow(2).sum()
+
+        run = torch.compile(loss, fullgraph=True) if compiled else loss
+        for _ in range(3):
+            run(torch.tensor([1, 2, 3]), torch.tensor([2, 3, 4])).backward()
+        results.append((emb.to_dense(), bag.to_dense()))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-7)
+
+
 def test_two_weighted_lookups_of_a_fused_bag_need_no_rows_unless_the_weights_take_a_gradient():
     bag = pyscall.EmbeddingBag(N, D, mode="sum", optimizer="adam", lr=0.1)
     ids, offsets = torch.tensor([1, 2, 3]), torch.tensor([0, 1])
