@@ -294,13 +294,17 @@ class RaggedArena:
             stats["budget_bytes"] = None
         return stats
 
-    def to_dense(self, buffer: torch.Tensor | None = None) -> torch.Tensor:
-        """[num_rows, d_max] copy of ``buffer`` (default: weight), zeros past each width."""
-        flat = self.weight if buffer is None else buffer
+    def _dense_places(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask [num_rows, d_max] of the stored positions, their flat indices in the buffers, row-major)."""
         widths = self.widths.to(torch.int64)
         cols = torch.arange(self.d_max, dtype=torch.int64, device=widths.device)
         mask = cols < widths[:, None]
-        index = (self.offsets[:, None] + cols)[mask]
+        return mask, (self.offsets[:, None] + cols)[mask]
+
+    def to_dense(self, buffer: torch.Tensor | None = None) -> torch.Tensor:
+        """[num_rows, d_max] copy of ``buffer`` (default: weight), zeros past each width."""
+        flat = self.weight if buffer is None else buffer
+        mask, index = self._dense_places()
         out = torch.zeros(self.num_rows, self.d_max, dtype=flat.dtype, device=flat.device)
         out[mask] = flat.detach()[index]
         return out
@@ -314,10 +318,7 @@ class RaggedArena:
         if tuple(dense.shape) != (self.num_rows, self.d_max):
             raise ValueError(f"expected rows of shape ({self.num_rows}, {self.d_max}) (num_embeddings, "
                              f"embedding_dim), got {tuple(dense.shape)}")
-        widths = self.widths.to(torch.int64)
-        cols = torch.arange(self.d_max, dtype=torch.int64, device=widths.device)
-        mask = cols < widths[:, None]
-        index = (self.offsets[:, None] + cols)[mask]
+        mask, index = self._dense_places()
         values = dense.detach().to(device=self.weight.device, dtype=self.weight.dtype)[mask]
         with torch.no_grad():
             self.weight[index] = values
