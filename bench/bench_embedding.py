@@ -11,10 +11,13 @@ row, the sides taking turns, as one op runs step after step in a training loop),
 baselines:
 torch.nn.Embedding(sparse=True) with SparseAdam / SGD for training steps,
 torch.index_select into a preallocated output for lookups, and a plain tensor copy for the memory
-bandwidth. A training step is what the embedding does in training: forward, backward from a given
-output gradient (out.backward(grad), the same fixed random gradient on both sides), and the
-optimizer update (optimizer.step() for torch, fused into backward for pyscall). Bandwidth counts bytes read plus
-bytes written (a copy of S bytes moves 2*S). Memory is measured bytes (memory_stats() for pyscall,
+bandwidth. "Read floor" rows time one pass that only reads every cache line a step or a bag sum
+reads (bench/touch_floor.cpp, on the same kind of table): no kernel reading them with the same
+prefetching can be faster here, so a floor's ratio is the most pyscall could reach. A training step
+is what the embedding does in training: forward, backward from a given output gradient
+(out.backward(grad), the same fixed random gradient on both sides), and the optimizer update
+(optimizer.step() for torch, fused into backward for pyscall). Bandwidth counts bytes read plus bytes
+written (a copy of S bytes moves 2*S). Memory is measured bytes (memory_stats() for pyscall,
 tensor sizes for torch). Results go to stdout and, with --out, to a Markdown file.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ from torch import nn
 import pyscall
 from pyscall import backend_cpu, ops
 from pyscall.scall import power_law_sizes
+from touch_floor import DISTANCES, Touch, library as touch_library
 
 
 def timed(*fns, repeat: int, block: int = 1, warmup: int = 3) -> list[float]:
@@ -144,12 +148,47 @@ def kernels_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widt
     return step
 
 
+def timed_floor(base_fn, table: dict, batches: Batches, threads: int, repeat: int, block: int,
+                per_position=()) -> tuple:
+    """The read floor of `table` (floor_table's keyword arguments for Touch) timed in one run with base_fn,
+    at the fastest of the prefetch distances tried: (that distance, compared()'s pair for it)."""
+    touches = [Touch(**table, per_position=per_position, threads=threads, distance=d) for d in DISTANCES]
+    (base, *floors), (alt_base, *alt_floors) = compared(base_fn, *[lambda t=t: t(batches()) for t in touches],
+                                                        repeat=repeat, block=block)
+    best = min(range(len(floors)), key=floors.__getitem__)
+    return DISTANCES[best], ((base, floors[best]), (alt_base, alt_floors[best]))
+
+
+def floor_table(emb, optimizer_state: bool = True) -> dict:
+    """Touch's view of a module's table: its offsets, widths and per-row buffers."""
+    weight, offsets, widths, uniform_width, states, *_ = emb._op_args()
+    return dict(offsets=offsets, widths=widths, uniform_width=uniform_width, d_max=emb.embedding_dim,
+                per_row=[weight.detach(), *(states if optimizer_state else ())])
+
+
+def floor_reads(table: dict, optimizer: str) -> str:
+    """What a step's read floor reads, for its label."""
+    return ", ".join([*(["offsets, widths"] if not table["uniform_width"] else []), "weight",
+                      *(["m, v"] if optimizer == "adam" else []), "gradient rows"])
+
+
+def have_touch_floor() -> bool:
+    """Whether touch_floor.cpp builds here (it needs a C++ compiler with OpenMP); says why not."""
+    try:
+        touch_library()
+        return True
+    except RuntimeError as e:
+        print(f"no read-floor rows: {e}")
+        return False
+
+
 def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth: float,
         batches: int) -> list[dict]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     pool = [torch.randint(0, rows, (batch,)) for _ in range(batches)]
     results = []
+    floors = have_touch_floor()
 
     # Training steps: fused pyscall against torch sparse embedding + optimizer.
     for label, d_max, widths in [("all widths 64", 64, None),
@@ -179,7 +218,18 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
             results.append(step_row(f"train step {optimizer}, {label}: kernels alone (lookup + fused_update)",
                                     threads, torch_baseline(optimizer),
                                     compared(base_fn, kernels_fn, repeat=repeat, block=block)))
-            del base_fn, kernels_fn
+            del kernels_fn
+            if floors:
+                # What no kernel reading these lines can beat: the step's rows read once, nothing computed.
+                emb = pyscall.Embedding(rows, d_max, widths=widths, optimizer=optimizer, lr=0.01)
+                table = floor_table(emb)
+                distance, times = timed_floor(base_fn, table, Batches(pool), threads, repeat, block,
+                                              per_position=[grad])
+                results.append(step_row(f"train step {optimizer}, {label}: read floor (one pass reading only every "
+                                        f"cache line the step reads: {floor_reads(table, optimizer)}; prefetch "
+                                        f"distance {distance})", threads, torch_baseline(optimizer), times))
+                del emb, table
+            del base_fn
 
     # Drop-in mode as the baseline's code has it (sparse=True + SparseAdam): torch's optimizer then updates
     # element-wise sparse gradients of the flat buffer, which costs more than its row-wise ones.
@@ -214,6 +264,16 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
             (base, padded, pooled), alt = compared(
                 lambda: torch.index_select(dense, 0, a(), out=out), lambda: emb(b()),
                 lambda: bag(c(), bag_offsets), repeat=repeat, block=block)
+            floor = []
+            if floors:
+                # The bag's rows read once, nothing added or written: what no pooled kernel can beat.
+                a = Batches(pool)
+                reads = " and their offsets and widths" if not bag._arena.uniform_width else ""
+                distance, ((base_f, floor_s), alt_f) = timed_floor(
+                    lambda: torch.index_select(dense, 0, a(), out=out), floor_table(bag, optimizer_state=False),
+                    Batches(pool), threads, repeat, block)
+                floor = [(f"pooled lookup read floor (one pass reading only every cache line of the rows{reads}; "
+                          f"prefetch distance {distance})", base_f, floor_s, batch // 8 * d_max * 4, alt_f, read)]
             # The padded kernel without the module around it, in a run of its own against the same baseline.
             del bag
             table = emb._arena
@@ -240,7 +300,7 @@ def run(rows: int, batch: int, repeat: int, block: int, threads: int, bandwidth:
                 ("padded lookup", base, padded, batch * d_max * 4, (alt[0], alt[1]), read),
                 ("padded lookup kernel alone (backend_cpu.lookup)", base_k, kernel, batch * d_max * 4, alt_k, read),
                 ("pooled lookup (sum, bags of 8)", base, pooled, batch // 8 * d_max * 4, (alt[0], alt[2]), read),
-                *rows_at_mean]:
+                *floor, *rows_at_mean]:
             base_bw = 2 * batch * d_max * 4 / base
             bw = (row_bytes + written) / seconds
             results.append(dict(what=f"{kind}, {label}", threads=threads, baseline="index_select (same d_max)",
