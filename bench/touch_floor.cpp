@@ -25,7 +25,6 @@ struct Rows {
   int64_t uniform, d_max;
   const float* const* bufs;
   const int64_t* strides;
-  int32_t nbufs;
 
   int64_t offset(int64_t i) const { return uniform ? i * uniform : off[i]; }
   int64_t width(int64_t i) const { return std::min<int64_t>(uniform ? uniform : wid[i], d_max); }
@@ -45,7 +44,7 @@ extern "C" int64_t touch_rows(const int64_t* ids, int64_t n, const int64_t* off,
                               int64_t uniform, int64_t d_max, const float* const* bufs,
                               const int64_t* strides, int32_t nbufs, int64_t distance, int32_t threads,
                               float* sum) {
-  const Rows r{off, wid, uniform, d_max, bufs, strides, nbufs};
+  const Rows r{off, wid, uniform, d_max, bufs, strides};
   int64_t lines = 0;
   float total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : lines, total)

@@ -19,14 +19,15 @@ DISTANCES = (16, 32, 64)  # prefetch distances tried; the floor is the fastest
 @functools.lru_cache(maxsize=None)
 def library() -> ctypes.CDLL:
     """The compiled touch_floor.cpp. Raises RuntimeError with the compiler's message if it fails."""
-    out = Path(tempfile.mkdtemp(prefix="pyscall_touch_floor_")) / "touch_floor.so"
-    cmd = [os.environ.get("CXX", "c++"), "-O2", "-march=native", "-fopenmp", "-shared", "-fPIC",
-           str(SOURCE), "-o", str(out)]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise RuntimeError(f"cannot build {SOURCE.name}: {getattr(e, 'stderr', '') or e}") from e
-    lib = ctypes.CDLL(str(out))
+    with tempfile.TemporaryDirectory(prefix="pyscall_touch_floor_") as tmp:
+        out = Path(tmp) / "touch_floor.so"
+        cmd = [os.environ.get("CXX", "c++"), "-O2", "-march=native", "-fopenmp", "-shared", "-fPIC",
+               str(SOURCE), "-o", str(out)]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise RuntimeError(f"cannot build {SOURCE.name}: {getattr(e, 'stderr', '') or e}") from e
+        lib = ctypes.CDLL(str(out))  # stays mapped once its file is gone: nothing left in the temp dir
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.touch_rows.argtypes = [p, i64, p, p, i64, i64, p, p, ctypes.c_int32, i64, ctypes.c_int32, p]
     lib.touch_rows.restype = i64

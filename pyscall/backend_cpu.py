@@ -1,6 +1,6 @@
 """CPU backend of the ragged-table kernels (contract: the four kernel functions below, shared with the
-Triton backend; advance_step is a helper of pyscall.ops for host tensors). Checks dtypes, devices, contiguity and shapes, allocates outputs, and calls
-``pyscall._C.cpu`` with raw pointers; the C++ side releases the GIL and runs
+Triton backend; advance_step and bag_end are helpers of pyscall.ops for host tensors). Checks dtypes,
+devices, contiguity and shapes, allocates outputs, and calls ``pyscall._C.cpu`` with raw pointers; the C++ side releases the GIL and runs
 ``torch.get_num_threads()`` OpenMP threads. With ``uniform_width`` W > 0 (the arena's, never a guess)
 the kernels find row i at ``weight[i * W : (i + 1) * W]`` without reading offsets and widths."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from . import _C
 
-__all__ = ["lookup", "pooled", "flat_grad", "fused_update", "advance_step"]
+__all__ = ["lookup", "pooled", "flat_grad", "fused_update", "advance_step", "bag_end"]
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _VALUE_DTYPES = tuple(_DTYPE_CODES)
@@ -187,3 +187,13 @@ def advance_step(hparams: torch.Tensor, step: torch.Tensor) -> tuple:
     _check("step", step, torch.int64, 1)
     _check_shape("step", step, (1,))
     return _C.cpu.advance_step(hparams.data_ptr(), step.data_ptr())
+
+
+def bag_end(bag_offsets: torch.Tensor, n: int) -> int:
+    """Checks bag offsets (a 1-D int64 host tensor: starting at 0, non-decreasing, at most n) over n
+    indices and returns the last one. Not a kernel: pyscall.ops checks every backend's bags with it."""
+    if bag_offsets.dtype != torch.int64 or bag_offsets.dim() != 1:
+        raise TypeError(f"bag offsets must be a 1-D int64 tensor, got {bag_offsets.dtype} with shape "
+                        f"{tuple(bag_offsets.shape)}")
+    o = bag_offsets.contiguous()
+    return _C.cpu.bag_end(o.data_ptr(), o.numel(), n)
