@@ -8,7 +8,7 @@ _MAX_SCORES_PER_CHUNK = 1 << 27  # 512 MB of float32 scores at most per score_fn
 
 
 def ranking_metrics(score_fn, eval_pairs, mask_pairs, n_items, ks=(5, 10, 20), chunk_users=1024,
-                    candidates=None) -> dict:
+                    candidates=None, users=None) -> dict:
     """Recall@K and NDCG@K, averaged over the users that have held-out items.
 
     For a user with held-out item set H (repeated pairs count once) and ranked list R (scores
@@ -48,8 +48,15 @@ def ranking_metrics(score_fn, eval_pairs, mask_pairs, n_items, ks=(5, 10, 20), c
         excluded = torch.from_numpy(np.flatnonzero(~is_candidate))
 
     held = np.unique(eval_pairs[:, 0] * n_items + eval_pairs[:, 1])  # sorted by (user, item), no repeats
-    users, first = np.unique(held // n_items, return_index=True)
-    n_held = np.diff(np.append(first, held.size))
+    if users is None:
+        users, first = np.unique(held // n_items, return_index=True)
+        n_held = np.diff(np.append(first, held.size))
+    else:
+        users = np.unique(np.asarray(users, dtype=np.int64).ravel())
+        if users.size and users.min() < 0:
+            raise ValueError("users must be ids >= 0")
+        held = held[np.isin(held // n_items, users)]
+        n_held = np.bincount(np.searchsorted(users, held // n_items), minlength=users.size)
     masked = np.unique(mask_pairs[:, 0] * n_items + mask_pairs[:, 1])
 
     k_top = min(ks[-1], n_items)
@@ -81,8 +88,9 @@ def ranking_metrics(score_fn, eval_pairs, mask_pairs, n_items, ks=(5, 10, 20), c
         n_h = n_held[c0:c0 + step]
         for j, k in enumerate(ks):
             kk = min(k, k_top)
-            recall_sum[j] += (hits[:, kk - 1] / n_h).sum()
-            ndcg_sum[j] += (gain[:, kk - 1] / ideal[np.minimum(n_h, kk)]).sum()
+            has = n_h > 0  # only listed `users` can have none: they score 0
+            recall_sum[j] += (hits[has, kk - 1] / n_h[has]).sum()
+            ndcg_sum[j] += (gain[has, kk - 1] / ideal[np.minimum(n_h[has], kk)]).sum()
 
     n = users.size
     out = {}

@@ -172,3 +172,18 @@ def test_dispatcher_errors(tmp_path):
         load(tmp_path / "missing.csv")
     with pytest.raises(ValueError, match="cannot tell the format"):
         load(write(tmp_path / "data.txt", "1 2 3\n"))
+
+
+def test_tab_separated_file_with_a_typed_header(tmp_path):
+    text = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + \
+        "".join(f"{u}\t{i}\t4\t{t}.0\n" for u, i, t in ROWS)
+    path = write(tmp_path / "log.inter", text)
+    check_rows(load(path, user_col="user_id", item_col="item_id", time_col="timestamp"))  # detected: csv
+    check_rows(load_csv(write(tmp_path / "log.tsv", text), "user_id:token", "item_id", "timestamp:float"))
+    check_rows(load_csv(write(tmp_path / "semi.txt", text.replace("\t", ";")), "user_id", "item_id", "timestamp",
+                        sep=";"))
+    with pytest.raises(DataFormatError, match=r"log.inter:1: expected a header row with a column 'when'"):
+        load_csv(path, "user_id", "item_id", "when")
+    bad = write(tmp_path / "bad.tsv", "u\ti\tt\n1\t2\t3\n1\t2\tsoon\n")
+    with pytest.raises(DataFormatError, match=r"bad.tsv:3: expected a unix time"):
+        load_csv(bad, "u", "i", "t")

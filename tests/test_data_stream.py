@@ -1,6 +1,7 @@
 """prepare_stream against hand-computed small cases, and leak checks on real and random streams."""
 import numpy as np
 import pytest
+import torch
 
 from pyscall.data import Interactions, load_online_retail, prepare_stream
 
@@ -174,3 +175,59 @@ def test_random_streams_have_no_leak():
 @pytest.fixture(scope="module")
 def online_retail():
     return load_online_retail()
+
+
+def test_dedup_first_keeps_each_pair_at_its_first_interaction():
+    s = prepare_stream(make(PAIRS), segmentation="count", n_segments=1, replay=0.0, split=(1.0, 0.0, 0.0),
+                       dedup="first")
+    # rows 7 (2,0) and 8 (0,0) repeat earlier pairs
+    assert rows(s.segments[0].train) == PAIRS[:7] + PAIRS[9:]
+    assert s.config["dedup"] == "first"
+    with pytest.raises(ValueError, match="dedup"):
+        prepare_stream(make(PAIRS), dedup="last")
+
+
+def test_paper_setting_on_the_embedded_data(online_retail):
+    # the numbers the authors' code gives for this setting (first purchase of each pair, then 10-core)
+    s = prepare_stream(online_retail, dedup="first", k_core=10, segmentation="new-entities", threshold=1500,
+                       protocol="paper")
+    assert (s.config["n_interactions"], s.n_users, s.n_items) == (259_868, 3_696, 2_782)
+    assert len(s.segments) == 5
+
+
+def _brute_paper_metrics(scores, train, test, k=20):
+    """The paper code's evaluation, written out user by user."""
+    train_users, train_items = set(train[:, 0]), set(train[:, 1])
+    users = sorted(set(test[:, 0]) & train_users)
+    cands = sorted(set(test[:, 1]) & train_items)
+    seen = {tuple(p) for p in train}
+    recall, ndcg = [], []
+    for u in users:
+        relevant = {i for uu, i in test if uu == u and i in cands}
+        ranked = sorted((i for i in cands if (u, i) not in seen), key=lambda i: -scores[u, i])[:k]
+        hits = [1.0 if i in relevant else 0.0 for i in ranked]
+        recall.append(sum(hits) / max(len(relevant), 1))
+        dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
+        idcg = sum(1 / np.log2(r + 2) for r in range(min(k, len(relevant))))
+        ndcg.append(dcg / idcg if idcg else 0.0)
+    return np.mean(recall), np.mean(ndcg), len(users)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paper_evaluation_matches_brute_force(seed):
+    from pyscall.metrics import ranking_metrics
+    rng = np.random.default_rng(seed)
+    pairs = np.stack([rng.integers(0, 40, 1500), rng.integers(0, 60, 1500)], axis=1)
+    s = prepare_stream(make(pairs), segmentation="count", n_segments=3, replay=0.2, protocol="paper", seed=seed)
+    for seg in s.segments[1:]:
+        ev = seg.evaluation("test")
+        scores = torch.from_numpy(rng.normal(size=(seg.n_users, seg.n_items)))
+        m = ranking_metrics(lambda ids: scores[ids].clone(), ev.pairs, ev.mask, seg.n_items, ks=(20,),
+                            candidates=ev.candidates, users=ev.users)
+        r, n, count = _brute_paper_metrics(scores.numpy(), seg.train, seg.test)
+        assert m["n_users"] == count > 0
+        assert m["recall@20"] == pytest.approx(r, abs=1e-12) and m["ndcg@20"] == pytest.approx(n, abs=1e-12)
+        # some evaluated users have no relevant candidate and count as 0
+        assert len(np.unique(ev.pairs[:, 0])) <= count
+    with pytest.raises(ValueError, match="no validation part"):
+        s.segments[1].evaluation("valid")

@@ -140,20 +140,24 @@ def _load_json_lines(path, record, expected) -> Interactions:
 
 
 # -------------------------------------------------------------------------------------- generic CSV
-def load_csv(path, user_col, item_col, time_col, time_format=None) -> Interactions:
-    """Any CSV file with a header row. ``time_col`` holds unix seconds (integer or decimal) or, with
-    ``time_format``, a ``datetime.strptime`` string (read as UTC unless it carries a zone)."""
+def load_csv(path, user_col, item_col, time_col, time_format=None, sep=None) -> Interactions:
+    """Any delimited text file with a header row. ``time_col`` holds unix seconds (integer or decimal) or,
+    with ``time_format``, a ``datetime.strptime`` string (read as UTC unless it carries a zone).
+
+    ``sep``: the field delimiter; None detects a tab or a comma from the header. A typed header
+    (``user_id:token``, ``timestamp:float``, as some public dumps ship them) matches a column by its name
+    before the colon too, so ``user_col="user_id"`` finds ``user_id:token``.
+    """
     path = Path(path)
     with open_text(path) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
+        first = f.readline()
+        if not first.strip():
             raise DataFormatError(path, 1, f"a header row with columns {user_col}, {item_col}, {time_col}")
-        cols = []
-        for name in (user_col, item_col, time_col):
-            if name not in header:
-                raise DataFormatError(path, 1, f"a header row with a column {name!r}", ",".join(header))
-            cols.append(header.index(name))
+        if sep is None:
+            sep = "\t" if "\t" in first else ","
+        header = next(csv.reader([first], delimiter=sep))
+        reader = csv.reader(f, delimiter=sep)
+        cols = [_column(header, name, path, sep) for name in (user_col, item_col, time_col)]
         ucol, icol, tcol = cols
         width = max(cols) + 1
         parse_time = _time_parser(time_format)
@@ -164,18 +168,29 @@ def load_csv(path, user_col, item_col, time_col, time_format=None) -> Interactio
             for row in reader:
                 if not row:
                     continue
+                line = reader.line_num + 1  # the header was read before the reader
                 if len(row) < width:
-                    raise DataFormatError(path, reader.line_num, f"at least {width} fields", ",".join(row))
+                    raise DataFormatError(path, line, f"at least {width} fields", sep.join(row))
                 t = row[tcol]
                 sec = cache.get(t)
                 if sec is None:
                     try:
                         sec = cache[t] = parse_time(t)
                     except ValueError:
-                        raise DataFormatError(path, reader.line_num, f"{time_what} in column {time_col!r}",
-                                              ",".join(row)) from None
+                        raise DataFormatError(path, line, f"{time_what} in column {time_col!r}",
+                                              sep.join(row)) from None
                 yield row[ucol], row[icol], sec
         return _collect(records(), path)
+
+
+def _column(header: list, name: str, path, sep: str) -> int:
+    """Index of ``name`` in ``header``, matching ``name:type`` columns by their name too."""
+    if name in header:
+        return header.index(name)
+    bare = [h.split(":", 1)[0] for h in header]
+    if name in bare:
+        return bare.index(name)
+    raise DataFormatError(path, 1, f"a header row with a column {name!r}", sep.join(header))
 
 
 def _time_parser(time_format):
@@ -270,7 +285,8 @@ def load(path_or_name, format=None, **kw) -> Interactions:
     """Load by format name (one of ``FORMATS``) or, with ``format=None``, by what the path looks like.
 
     ``"online-retail"`` is the packaged dataset; ``"synthetic"`` calls ``synthetic_stream(**kw)``;
-    ``"csv"`` needs ``user_col``, ``item_col``, ``time_col`` (and optional ``time_format``) in ``kw``.
+    ``"csv"`` needs ``user_col``, ``item_col``, ``time_col`` (optional ``time_format``, ``sep``) in ``kw``;
+    ``*.tsv`` and ``*.inter`` files are detected as ``"csv"``.
     """
     if format is None:
         format = _detect_format(path_or_name)
@@ -305,6 +321,8 @@ def _detect_format(path_or_name) -> str:
             return "amazon"
         if '"business_id"' in first:
             return "yelp"
+    if name.endswith((".tsv", ".inter")):
+        return "csv"
     if name.endswith(".csv"):
         if first.strip() == _ML_HEADER:
             return "movielens"

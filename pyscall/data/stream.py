@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -10,8 +11,17 @@ from .interactions import Interactions
 
 SEGMENTATIONS = ("new-entities", "time", "count")
 PROTOCOLS = ("split", "paper")
+DEDUPS = (None, "first")
 _WINDOWS = ("day", "week", "month")
 _NO_PAIRS = np.empty((0, 2), dtype=np.int64)
+
+
+class EvalSet(NamedTuple):
+    """What `metrics.ranking_metrics` needs to score one held-out part of a segment."""
+    pairs: np.ndarray                  # held-out (user, item) pairs
+    mask: np.ndarray                   # pairs never ranked (the training data)
+    candidates: Optional[np.ndarray]   # items ranked; None: the whole catalogue
+    users: Optional[np.ndarray]        # users averaged over; None: the users of ``pairs``
 
 
 @dataclass
@@ -25,8 +35,36 @@ class Segment:
     valid: np.ndarray  # empty under protocol="paper"
     test: np.ndarray
     history: np.ndarray  # every interaction of earlier segments (all parts), chronological
-    # The training set is history + train; evaluation masks history + train (+ valid for test).
-    # valid/test hold only known ids, no pair of the mask, and no pair twice.
+    protocol: str = "split"
+    # protocol "split": the training set is history + train; evaluation masks history + train (+ valid for
+    # test) and ranks the whole catalogue. valid/test hold only known ids, no pair of the mask, no pair twice.
+    # protocol "paper" (the paper code): the training set is train alone (replay + first 80%), see `evaluation`.
+
+    def training_pairs(self) -> np.ndarray:
+        """The pairs a model of this segment learns from: its graph and its negative sampler's positives."""
+        if self.protocol == "paper":
+            return self.train
+        return np.concatenate([self.history, self.train]) if len(self.history) else self.train
+
+    def evaluation(self, part: str) -> EvalSet:
+        """How ``part`` ("valid" or "test") is scored.
+
+        "split": its pairs over the full catalogue, masking history + train (+ valid for test).
+        "paper" (test only; it also early-stops and rewards): the test users and the test items that occur
+        in ``train`` are the evaluated users and the candidates; a user's relevant items are its test pairs
+        among them (a user with none scores 0); ``train`` is masked.
+        """
+        if part not in ("valid", "test"):
+            raise ValueError(f"part must be 'valid' or 'test', got {part!r}")
+        if self.protocol == "paper":
+            if part == "valid":
+                raise ValueError("protocol 'paper' has no validation part: the test part is used")
+            users = np.intersect1d(self.test[:, 0], self.train[:, 0])
+            items = np.intersect1d(self.test[:, 1], self.train[:, 1])
+            relevant = self.test[np.isin(self.test[:, 0], users) & np.isin(self.test[:, 1], items)]
+            return EvalSet(relevant, self.train, items, users)
+        mask = [self.history, self.train] + ([self.valid] if part == "test" else [])
+        return EvalSet(getattr(self, part), np.concatenate(mask), None, None)
 
     def user_frequency(self) -> np.ndarray:
         """int64 [n_users]: interactions of each user in ``train`` (replay included)."""
@@ -48,8 +86,11 @@ class Stream:
 
 def prepare_stream(inter: Interactions, *, k_core=None, segmentation="new-entities", threshold=15000,
                    window="month", n_segments=None, replay=0.2, protocol="split", split=(0.7, 0.1, 0.2),
-                   seed=0) -> Stream:
+                   seed=0, dedup=None) -> Stream:
     """Segment ``inter`` and split every segment chronologically.
+
+    - ``dedup="first"``: keep each (user, item) pair at its first interaction only (the paper code's
+      setting), before the k-core filter; None keeps repeats (they count in frequencies and the graph).
 
     - ``k_core``: keep only users and items with at least ``k_core`` interactions (iterated to a fixed
       point), then re-index by first appearance.
@@ -69,6 +110,10 @@ def prepare_stream(inter: Interactions, *, k_core=None, segmentation="new-entiti
       (for test) in valid, and repeats.
     """
     _check_args(inter, k_core, segmentation, threshold, window, n_segments, replay, protocol, split)
+    if dedup not in DEDUPS:
+        raise ValueError(f"dedup must be one of {DEDUPS}, got {dedup!r}")
+    if dedup == "first":
+        inter = _first_pairs(inter)
     if k_core is not None:
         inter = _k_core(inter, int(k_core))
     m = len(inter)
@@ -100,10 +145,10 @@ def prepare_stream(inter: Interactions, *, k_core=None, segmentation="new-entiti
         masked = _merge(masked, valid[:, 0] * max(inter.n_items, 1) + valid[:, 1])
         test = _held_out(pairs, code, b, e, n_u, n_i, masked)
         segments.append(Segment(index=t, n_users=n_u, n_items=n_i, train=np.ascontiguousarray(train),
-                                valid=valid, test=test, history=pairs[:s]))
+                                valid=valid, test=test, history=pairs[:s], protocol=protocol))
         seen = _merge(seen, code[s:e])
 
-    config = dict(k_core=k_core, segmentation=segmentation, threshold=threshold, window=window,
+    config = dict(dedup=dedup, k_core=k_core, segmentation=segmentation, threshold=threshold, window=window,
                   n_segments=len(segments), replay=replay, protocol=protocol, split=tuple(split), seed=seed,
                   n_interactions=m)
     return Stream(segments=segments, n_users=inter.n_users, n_items=inter.n_items, source=inter.source,
@@ -131,6 +176,14 @@ def _check_args(inter, k_core, segmentation, threshold, window, n_segments, repl
     if (len(split) != 3 or min(split) < 0 or split[0] <= 0 or not math.isclose(sum(split), 1.0)):
         raise ValueError(f"split must be 3 non-negative fractions (train, valid, test) summing to 1 with "
                          f"train > 0, got {split!r}")
+
+
+def _first_pairs(inter: Interactions) -> Interactions:
+    """The rows at which each (user, item) pair occurs for the first time (time order kept)."""
+    _, first = np.unique(inter.user * max(inter.n_items, 1) + inter.item, return_index=True)
+    keep = np.zeros(len(inter), dtype=bool)
+    keep[first] = True
+    return inter.select(keep, source=f"{inter.source} (first of each pair)")
 
 
 def _k_core(inter: Interactions, k: int) -> Interactions:
