@@ -132,3 +132,22 @@ def test_fused_training_lowers_the_loss(model_name):
         losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0]
     assert users.widths.tolist() == _tables(20, 15, 8, seed=2)[0].widths.tolist()  # widths untouched
+
+
+def test_lightgcn_propagates_only_up_to_the_widest_row():
+    users, items = _tables()
+    model = LightGCN(users, items, layers=2)
+    model.set_graph(_pairs())
+    widest = max(int(users.widths.max()), int(items.widths.max()))
+    for table in (users, items):
+        table.set_widths(torch.clamp(table.widths, max=3))
+    fu, fi, eu, ei = model.propagate()
+    assert fu.shape == (7, 3) and fi.shape == (5, 3) and eu.shape == (7, 6) and widest > 3
+    e0 = torch.cat([users.to_dense(), items.to_dense()]).double()
+    a = torch.from_numpy(_dense_adjacency(_pairs(), 7, 5))
+    want = (e0 + a @ e0 + a @ (a @ e0)) / 3
+    np.testing.assert_allclose(torch.cat([fu, fi]).detach().double().numpy(), want[:, :3].numpy(), rtol=1e-5,
+                               atol=1e-6)
+    assert (want[:, 3:] == 0).all()
+    scores = model.scorer()(torch.arange(7))
+    np.testing.assert_allclose(scores.double().numpy(), (want[:7] @ want[7:].T).numpy(), rtol=1e-5, atol=1e-6)

@@ -16,8 +16,9 @@ class MF(nn.Module):
         super().__init__()
         self.users, self.items = users, items
 
-    def batch(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
-        """(positive scores, negative scores, ego embeddings of the batch) for BPR."""
+    def batch(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, propagated=None):
+        """(positive scores, negative scores, ego embeddings of the batch) for BPR. `propagated` is unused (MF
+        has no propagation); it keeps one call for both models."""
         u = self.users(users)
         both = self.items(torch.cat([pos, neg]))
         p, n = both.split(len(pos))
