@@ -21,6 +21,7 @@ import torch
 
 from . import checkpoint
 from .report import summarize, summary_table, table_header, table_row, write_all
+from .scall.agent import ALPHA_SCALES, PROBES, REWARDS, AgentConfig
 from .scall.policies import POLICIES, make_policy
 from .train import Budget, StreamTrainer, TrainConfig
 
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--item-col", help="--format csv: item column")
     data.add_argument("--time-col", help="--format csv: time column")
     data.add_argument("--time-format", help="--format csv: strptime format (default: unix seconds)")
+    data.add_argument("--sep", default=None, help="--format csv: field delimiter (default: tab if the header "
+                      "has one, else comma); typed headers such as 'user_id:token' match --user-col user_id")
+    data.add_argument("--dedup", default="none", choices=["none", "first"],
+                      help="first: keep each (user, item) pair at its first interaction only (the paper's setting)")
     data.add_argument("--k-core", type=int, default=None, help="k-core filter before segmenting")
     data.add_argument("--segmentation", default="time", choices=["new-entities", "time", "count"])
     data.add_argument("--window", default="month", help="--segmentation time: day, week, month or seconds")
@@ -73,6 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     sizes.add_argument("--alpha", type=float, default=0.5, help="fixed-alpha: power-law shape (users and items)")
     sizes.add_argument("--user-share", type=float, default=0.5, help="fixed-alpha: share of P for users")
 
+    agent = p.add_argument_group("SCALL agent (--policy scall)")
+    adef = AgentConfig()
+    agent.add_argument("--probe", default=adef.probe, choices=list(PROBES),
+                       help="warm: probes start from the current model cut to the sampled sizes; fresh: a new "
+                            "model per probe (the paper code)")
+    agent.add_argument("--probe-batches", type=int, default=adef.probe_batches, help="batches of one probe")
+    agent.add_argument("--search-steps", default=f"{adef.min_steps},{adef.max_steps}", metavar="MIN,MAX",
+                       help="probes per segment: at least MIN, then until the action settles, at most MAX")
+    agent.add_argument("--alpha-scale", default=adef.alpha_scale, choices=list(ALPHA_SCALES),
+                       help="how the actor output maps to alpha in [0.1, 30] (linear: the paper's)")
+    agent.add_argument("--reward", default=None, choices=list(REWARDS),
+                       help="log-uniform: log of the probe's fitness over a uniform-size probe's; paper: over "
+                            "the deployed model's, rescaled (default: paper under --protocol paper)")
+    agent.add_argument("--state-groups", type=int, default=adef.groups, help="rank groups per frequency profile")
+
     train = p.add_argument_group("training")
     defaults = TrainConfig()
     train.add_argument("--model", default=defaults.model, choices=["lightgcn", "mf"])
@@ -85,13 +105,39 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-users", type=int, default=None,
                        help="evaluate a seeded sample of at most this many users per segment (huge streams)")
     train.add_argument("--device", default="cpu")
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     train.add_argument("--seed", type=int, default=0)
 
     run = p.add_argument_group("output")
     run.add_argument("--out", default="runs/stream", help="output folder")
     run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="a named setting; options given explicitly override it. paper: the SCALL paper's "
+                        "setting on the embedded data (" + " ".join(_preset_words("paper")) + ")")
     return parser
+
+
+# The SCALL paper code's setting on the embedded Online Retail data: first purchase of each pair, 10-core,
+# a segment per 1,500 new users + items, mean size 16, d_max 256, LightGCN with the paper code's training
+# constants, its evaluation (--protocol paper) and its reward.
+PRESETS = {"paper": dict(data="online-retail", dedup="first", k_core=10, segmentation="new-entities",
+                         threshold=1500, protocol="paper", mean_size=16.0, d_max=256, model="lightgcn",
+                         batch_size=10_000, eval_every=200, patience=3, max_batches=1000, lr=0.03,
+                         policy="scall")}
+
+
+def _preset_words(name: str) -> list:
+    return [f"--{k.replace('_', '-')} {v}" for k, v in PRESETS[name].items()]
+
+
+def parse_args(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "preset", None):
+        parser._subparsers._group_actions[0].choices["stream"].set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args(argv)
+    return args
 
 
 def _load_interactions(args):
@@ -109,13 +155,27 @@ def _load_interactions(args):
     kw = {}
     if args.format == "csv":
         kw = dict(user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
-                  time_format=args.time_format)
+                  time_format=args.time_format, sep=args.sep)
     return load(args.data, format=args.format, **kw)
 
 
-def _policy(name: str, args):
+def _agent_config(args) -> AgentConfig:
+    try:
+        low, high = (int(x) for x in args.search_steps.split(","))
+    except ValueError:
+        raise SystemExit(f"--search-steps MIN,MAX expected, got {args.search_steps!r}")
+    reward = args.reward or ("paper" if args.protocol == "paper" else "log-uniform")
+    try:
+        return AgentConfig(groups=args.state_groups, alpha_scale=args.alpha_scale, min_steps=low, max_steps=high,
+                           probe_batches=args.probe_batches, probe=args.probe, reward=reward)
+    except ValueError as e:
+        raise SystemExit(f"SCALL agent: {e}")
+
+
+def _policy(name: str, args, log):
     options = {"freq-rule": dict(beta=args.beta),
-               "fixed-alpha": dict(alpha_user=args.alpha, alpha_item=args.alpha, user_share=args.user_share)}
+               "fixed-alpha": dict(alpha_user=args.alpha, alpha_item=args.alpha, user_share=args.user_share),
+               "scall": dict(config=_agent_config(args), seed=args.seed, log=log)}
     return make_policy(name, **options.get(name, {}))
 
 
@@ -132,6 +192,10 @@ def stream_command(args) -> int:
     for name in names:
         if name not in POLICIES:
             raise SystemExit(f"unknown policy {name!r} in --compare; expected some of {sorted(POLICIES)}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if args.budget_mb is None and args.mean_size is None:
         args.mean_size = DEFAULT_MEAN_SIZE
     budget = Budget(megabytes=args.budget_mb, mean_size=args.mean_size)
@@ -148,19 +212,19 @@ def stream_command(args) -> int:
     stream = prepare_stream(inter, k_core=args.k_core, segmentation=args.segmentation, threshold=args.threshold,
                             window=int(args.window) if args.window.isdigit() else args.window,
                             n_segments=args.n_segments, replay=args.replay, protocol=args.protocol,
-                            seed=args.seed)
+                            seed=args.seed, dedup=None if args.dedup == "none" else args.dedup)
     say(f"{stream.source}: {stream.n_users} users, {stream.n_items} items, {len(stream.segments)} segments "
         f"(prepared in {time.perf_counter() - started:.1f} s); model {args.model}, d_max {args.d_max}, "
         f"budget {budget.describe()}, policies {', '.join(names)}")
     if not stream.segments:
         raise SystemExit("the stream has no segments")
 
-    rows, sizes = [], {}
+    rows, sizes, searches = [], {}, {}
     exit_after = os.environ.get(EXIT_AFTER_SEGMENT_ENV)
     say(table_header())
     for name in names:
         torch.manual_seed(args.seed)  # every policy starts from the same global RNG state
-        trainer = StreamTrainer(stream, _policy(name, args), config, budget, batch_progress=batch_bar)
+        trainer = StreamTrainer(stream, _policy(name, args, say), config, budget, batch_progress=batch_bar)
         ckpt = out / "checkpoints" / f"{name}.pt"
         if args.resume:
             state = checkpoint.load(ckpt)
@@ -183,13 +247,15 @@ def stream_command(args) -> int:
         if bar is not None:
             bar.close()
         rows.extend(trainer.results)
+        if name == "scall":
+            searches[name] = trainer.policy.history
         last = stream.segments[-1]
         user_w, item_w = trainer.widths()
         sizes[name] = (user_w.numpy(), last.user_frequency(), item_w.numpy(), last.item_frequency())
 
     payload = {"source": stream.source, "n_users": stream.n_users, "n_items": stream.n_items,
                "stream_config": stream.config, "budget": budget.describe(), "options": dict(vars(args)),
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "searches": searches, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "wall_s": time.perf_counter() - started}
     paths = write_all(out, rows, payload, sizes)
     say("\nmean over segments t >= 1\n" + summary_table(summarize(rows)))
@@ -199,7 +265,7 @@ def stream_command(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     if args.command == "stream":
         return stream_command(args)
     return 2

@@ -116,8 +116,32 @@ def plot_sizes(sizes: dict, path) -> None:
     plt.close(fig)
 
 
+def plot_agent(rows: list[dict], path) -> None:
+    """The deployed action of each learning policy per segment: the power-law shapes and the user share."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for policy in dict.fromkeys(r["policy"] for r in rows if "alpha_user" in r):
+        mine = [r for r in rows if "alpha_user" in r and r["policy"] == policy]
+        seg = [r["segment"] for r in mine]
+        axes[0].plot(seg, [r["alpha_user"] for r in mine], marker="o", label=f"{policy}: alpha users")
+        axes[0].plot(seg, [r["alpha_item"] for r in mine], marker="s", label=f"{policy}: alpha items")
+        axes[1].plot(seg, [r["user_share"] for r in mine], marker="o", label=policy)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("alpha (smaller: more skewed sizes)")
+    axes[1].set_ylabel("user share of the budget")
+    axes[1].set_ylim(0, 1)
+    for ax in axes:
+        ax.set_xlabel("segment")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_all(out: Path, rows: list[dict], payload: dict, sizes: dict) -> list[Path]:
-    """results.csv, results.json (payload + rows + summary), quality.png, sizes.png in `out`."""
+    """results.csv, results.json (payload + rows + summary), quality.png, sizes.png in `out`, and agent.png
+    when a learning policy ran."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.csv", out / "results.json", out / "quality.png", out / "sizes.png"]
@@ -125,4 +149,7 @@ def write_all(out: Path, rows: list[dict], payload: dict, sizes: dict) -> list[P
     write_json({**payload, "segments": rows, "summary": summarize(rows)}, paths[1])
     plot_quality(rows, paths[2])
     plot_sizes(sizes, paths[3])
+    if any("alpha_user" in r for r in rows):
+        paths.append(out / "agent.png")
+        plot_agent(rows, paths[-1])
     return paths

@@ -12,6 +12,7 @@ checkpointed after any segment and resumed to the same numbers.
 """
 from __future__ import annotations
 
+import copy
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ import torch
 
 import pyscall
 from .metrics import ranking_metrics
-from .models import MODELS, MF, LightGCN, NegativeSampler, bpr_loss
+from .models import MODELS, MF, LightGCN, NegativeSampler, bpr_loss, normalized_adjacency, propagate_together
 from .scall.policies import SizeContext, SizePolicy
 
 FLOAT32_BYTES = 4
@@ -101,10 +102,6 @@ class Budget:
         return "none"
 
 
-def _pairs(*parts: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1, 2) for p in parts])
-
-
 class StreamTrainer:
     """Runs `policy` over `stream.segments`; `run_segment()` does the next one and returns its result row."""
 
@@ -167,8 +164,9 @@ class StreamTrainer:
         """Set every row's width for `seg`; returns (parameters used, parameter budget, byte budget)."""
         cfg = self.config
         budget = self.budget.params(seg.n_users, seg.n_items)
+        previous = self.stream.segments[seg.index - 1] if seg.index > 0 and self.users is not None else None
         ctx = SizeContext(seg.index, seg.user_frequency(), seg.item_frequency(), budget, cfg.d_min, cfg.d_max,
-                          self.policy_rng, segment=seg)
+                          self.policy_rng, segment=seg, previous=previous, trainer=self)
         user_w, item_w = (w.to(torch.int32) for w in self.policy.sizes(ctx))
         if user_w.shape != (seg.n_users,) or item_w.shape != (seg.n_items,):
             raise ValueError(f"policy {self.policy.name!r} returned {tuple(user_w.shape)} user and "
@@ -194,24 +192,25 @@ class StreamTrainer:
         return used, budget, budget_bytes
 
     # -- training ------------------------------------------------------------------------------
-    def _set_lr(self, lr: float) -> None:
-        self.users.lr = lr
-        self.items.lr = lr
+    def _scoring_part(self, seg) -> str:
+        # protocol "paper" has no validation part: the test part early-stops and rewards (leaky, as the paper)
+        return "valid" if len(seg.valid) else "test"
 
-    def _fitness(self, pairs: np.ndarray, mask: np.ndarray, n_items: int) -> float:
-        m = ranking_metrics(self.model.scorer(), pairs, mask, n_items, ks=(20,))
-        return 0.5 * (m["recall@20"] + m["ndcg@20"])
-
-    def _eval_sample(self, pairs: np.ndarray, index: int) -> np.ndarray:
-        """The held-out pairs of at most `eval_users` users, sampled with their own seed (so the sample does
-        not move the training RNGs)."""
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        users = np.unique(pairs[:, 0])
+    def eval_set(self, seg, part: str):
+        """`seg.evaluation(part)` limited to at most `eval_users` users, sampled with their own seed (so the
+        sample does not move the training RNGs)."""
+        ev = seg.evaluation(part)
+        users = np.unique(ev.pairs[:, 0]) if ev.users is None else ev.users
         if self.config.eval_users is None or len(users) <= self.config.eval_users:
-            return pairs
-        rng = np.random.default_rng([self.config.seed, 2, index])
-        keep = rng.choice(users, self.config.eval_users, replace=False)
-        return pairs[np.isin(pairs[:, 0], keep)]
+            return ev
+        rng = np.random.default_rng([self.config.seed, 2, seg.index])
+        keep = np.sort(rng.choice(users, self.config.eval_users, replace=False))
+        return ev._replace(pairs=ev.pairs[np.isin(ev.pairs[:, 0], keep)],
+                           users=None if ev.users is None else keep)
+
+    def fitness(self, model, ev, n_items: int, ks=(20,)) -> dict:
+        return ranking_metrics(model.scorer(), ev.pairs, ev.mask, n_items, ks=ks, candidates=ev.candidates,
+                               users=ev.users)
 
     def _snapshot(self):
         return {k: v.clone() for k, v in self.users.state_dict().items()}, \
@@ -220,11 +219,10 @@ class StreamTrainer:
     def _train(self, seg) -> dict:
         cfg = self.config
         train = torch.from_numpy(np.asarray(seg.train, dtype=np.int64).reshape(-1, 2))
-        known = _pairs(seg.history, seg.train)
+        known = seg.training_pairs()
         if cfg.model == "lightgcn":
             self.model.set_graph(known)
-        # Early stopping on validation; under protocol="paper" there is none and the test part is used.
-        check = self._eval_sample(seg.valid if len(seg.valid) else seg.test, seg.index)
+        check = self.eval_set(seg, self._scoring_part(seg))
         sampler = NegativeSampler(known, seg.n_items)
         info = {"batches": 0, "best_batch": 0, "valid_fitness": float("nan")}
         if len(train) == 0:
@@ -237,17 +235,14 @@ class StreamTrainer:
                 order, pos = torch.randperm(len(train), generator=self.generator), 0
             idx = order[pos: pos + cfg.batch_size]
             pos += cfg.batch_size
-            users, items = train[idx, 0].to(self.device), train[idx, 1].to(self.device)
-            neg = sampler.sample(train[idx, 0], self.generator).to(self.device)
-            self._set_lr(cfg.lr_at(b))
-            pos_s, neg_s, ego = self.model.batch(users, items, neg)
-            loss = bpr_loss(pos_s, neg_s, ego, cfg.l2)
-            loss.backward()  # fused Adam: updates the touched rows in place
+            neg = sampler.sample(train[idx, 0], self.generator)
+            bpr_step(self.model, (self.users, self.items), train[idx, 0], train[idx, 1], neg, cfg.lr_at(b), cfg.l2,
+                     self.device)
             info["batches"] = b + 1
             if bar is not None:
                 bar.update(1)
-            if len(check) and ((b + 1) % cfg.eval_every == 0 or b + 1 == cfg.max_batches):
-                fit = self._fitness(check, known, seg.n_items)
+            if len(check.pairs) and ((b + 1) % cfg.eval_every == 0 or b + 1 == cfg.max_batches):
+                fit = _fitness(self.fitness(self.model, check, seg.n_items))
                 if fit > best_fit:
                     best, best_fit, bad = self._snapshot(), fit, 0
                     info["best_batch"] = b + 1
@@ -263,6 +258,10 @@ class StreamTrainer:
         info["valid_fitness"] = best_fit if best is not None else float("nan")
         return info
 
+    def prober(self, seg, batches: int, warm: bool = True) -> "Prober":
+        """Short trainings at other sizes on `seg` (the agent's reward probes); see `Prober`."""
+        return Prober(self, seg, batches, warm)
+
     # -- one segment -----------------------------------------------------------------------------
     def run_segment(self) -> dict:
         if self.done:
@@ -271,9 +270,10 @@ class StreamTrainer:
         start = time.perf_counter()
         used, budget, budget_bytes = self._apply_sizes(seg)
         held = self.held_bytes()
+        sized = time.perf_counter()
         info = self._train(seg)
-        metrics = ranking_metrics(self.model.scorer(), self._eval_sample(seg.test, seg.index),
-                                  _pairs(seg.history, seg.train, seg.valid), seg.n_items)
+        trained = time.perf_counter()
+        metrics = self.fitness(self.model, self.eval_set(seg, "test"), seg.n_items, ks=(5, 10, 20))
         row = {"policy": self.policy.name, "model": self.config.model, "segment": seg.index,
                "n_users": seg.n_users, "n_items": seg.n_items, "n_train": len(seg.train),
                **{k: float(v) for k, v in metrics.items() if k != "n_users"},
@@ -281,10 +281,15 @@ class StreamTrainer:
                "params": used, "budget_params": budget, "bytes": held, "budget_bytes": budget_bytes,
                "mean_width": used / max(1, seg.n_users + seg.n_items),
                "batches": info["batches"], "best_batch": info["best_batch"],
-               "valid_fitness": info["valid_fitness"], "wall_s": time.perf_counter() - start}
+               "valid_fitness": info["valid_fitness"], "search_s": sized - start, "train_s": trained - sized,
+               **getattr(self.policy, "last_search", {}), "wall_s": time.perf_counter() - start}
         self.results.append(row)
         self.next_segment += 1
         return row
+
+    def tables(self):
+        """(user table, item table): the deployed model's rows."""
+        return self.users, self.items
 
     def widths(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.users.widths, self.items.widths
@@ -298,6 +303,7 @@ class StreamTrainer:
             "results": [dict(r) for r in self.results],
             "users": self.users.state_dict() if self.users is not None else None,
             "items": self.items.state_dict() if self.items is not None else None,
+            "policy_state": self.policy.state_dict(),
             "rng": {"generator": self.generator.get_state(),
                     "policy": self.policy_rng.bit_generator.state,
                     "torch": torch.get_rng_state(),
@@ -323,6 +329,7 @@ class StreamTrainer:
             self.users.load_state_dict(state["users"])
             self.items.load_state_dict(state["items"])
             self._build_model()
+        self.policy.load_state_dict(state["policy_state"])
         self.next_segment = state["next_segment"]
         self.results = [dict(r) for r in state["results"]]
         rng = state["rng"]
@@ -333,6 +340,103 @@ class StreamTrainer:
         random.setstate(_tuples(rng["python"]))
         if rng["cuda"] is not None:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def _fitness(metrics: dict) -> float:
+    """SCALL's fitness: (Recall@20 + NDCG@20) / 2."""
+    return 0.5 * (metrics["recall@20"] + metrics["ndcg@20"])
+
+
+def bpr_step(model, tables, users, pos, neg, lr: float, l2: float, device) -> None:
+    """One BPR batch; the tables' fused Adam updates the touched rows during backward."""
+    for table in tables:
+        table.lr = lr
+    pos_s, neg_s, ego = model.batch(users.to(device), pos.to(device), neg.to(device))
+    bpr_loss(pos_s, neg_s, ego, l2).backward()
+
+
+class Prober:
+    """Short trainings of the base model at other sizes on one segment, scored as the deployed model is
+    early-stopped (validation; the test part under protocol "paper"): SCALL's reward probes.
+
+    Every probe of one `Prober` trains on the same pre-drawn batches and negatives, over one graph built
+    once, so rewards differ by the sizes alone. `warm=True` starts each probe from a copy of the current
+    tables cut or zero-padded to its sizes (what deployment does); `warm=False` is the paper's fresh model.
+    """
+
+    def __init__(self, trainer: StreamTrainer, seg, batches: int, warm: bool = True):
+        cfg = trainer.config
+        if batches < 1:
+            raise ValueError(f"probe batches must be >= 1, got {batches}")
+        self.trainer, self.seg, self.warm = trainer, seg, warm
+        self.eval = trainer.eval_set(seg, trainer._scoring_part(seg))
+        known = seg.training_pairs()
+        self.graph = normalized_adjacency(known, seg.n_users, seg.n_items, device=trainer.device) \
+            if cfg.model == "lightgcn" else None
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, 3, seg.index])
+                                                      .generate_state(1)[0]))
+        train = torch.from_numpy(np.asarray(seg.train, dtype=np.int64).reshape(-1, 2))
+        sampler = NegativeSampler(known, seg.n_items)
+        self.batches = []
+        order, pos = torch.randperm(len(train), generator=generator), 0
+        for _ in range(batches if len(train) else 0):
+            if pos >= len(train):
+                order, pos = torch.randperm(len(train), generator=generator), 0
+            idx = order[pos: pos + cfg.batch_size]
+            pos += cfg.batch_size
+            self.batches.append((train[idx, 0], train[idx, 1], sampler.sample(train[idx, 0], generator)))
+        self.budget = trainer.budget.params(seg.n_users, seg.n_items)
+
+    def _tables(self, user_widths, item_widths):
+        t = self.trainer
+        if not self.warm:
+            # every fresh probe draws its init from the same RNG state (and leaves the run's RNG where it was)
+            with torch.random.fork_rng(devices=[] if t.device.type == "cpu" else [t.device]):
+                return t._new_table(user_widths, None), t._new_table(item_widths, None)
+        out = []
+        for table, widths in ((t.users, user_widths), (t.items, item_widths)):
+            copy_ = copy.deepcopy(table)
+            copy_.budget_bytes = None
+            copy_.set_widths(widths[:copy_.num_embeddings])
+            out.append(copy_)
+        return tuple(out)
+
+    def fitness(self, user_widths: torch.Tensor, item_widths: torch.Tensor) -> float:
+        """(Recall@20 + NDCG@20) / 2 after training a probe at these widths on the pre-drawn batches."""
+        return self.fitness_many([(user_widths, item_widths)])[0]
+
+    def fitness_many(self, sizes: list) -> list[float]:
+        """`fitness` of several probes [(user widths, item widths), ...] trained side by side: one backward per
+        batch for all, and for LightGCN one sparse product per layer (`propagate_together`). Each probe's
+        rows get exactly its own gradients, so each result is what `fitness` alone gives."""
+        t = self.trainer
+        cfg = t.config
+        tables = [self._tables(u, i) for u, i in sizes]
+        models = [self._model(u, i) for u, i in tables]
+        for b, (u, p, n) in enumerate(self.batches):
+            for pair in tables:
+                for table in pair:
+                    table.lr = cfg.lr_at(b)
+            u, p, n = u.to(t.device), p.to(t.device), n.to(t.device)
+            together = propagate_together(models) if self.graph is not None else [None] * len(models)
+            loss = sum(bpr_loss(*m.batch(u, p, n, g), cfg.l2) for m, g in zip(models, together))
+            loss.backward()  # fused Adam: each probe's tables update their own rows
+        if not len(self.eval.pairs):
+            return [0.0] * len(models)
+        return [_fitness(t.fitness(m, self.eval, self.seg.n_items)) for m in models]
+
+    def _model(self, users, items):
+        if self.graph is None:
+            return MF(users, items)
+        model = LightGCN(users, items, self.trainer.config.layers)
+        model.graph = self.graph  # built once for every probe
+        return model
+
+    def current_fitness(self) -> float:
+        """The fitness of the deployed model as it is (no probe training): the paper's reward reference."""
+        t = self.trainer
+        model = self._model(t.users, t.items)
+        return _fitness(t.fitness(model, self.eval, self.seg.n_items)) if len(self.eval.pairs) else 0.0
 
 
 def _numpy_global_state():

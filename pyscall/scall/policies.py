@@ -3,7 +3,8 @@
 Every policy answers `policy.sizes(ctx) -> (user_widths, item_widths)` (int32 tensors) for a `SizeContext`.
 Budgeted policies are budget-exact: the widths sum to exactly `ctx.budget` parameters, or to the nearest
 feasible total when the budget is below `n * d_min` or above `n * d_max` (see `feasible_total`).
-The learned SCALL agent plugs in as one more class with the same `sizes` method.
+The learned SCALL agent (`agent.ScallPolicy`) is one more class with the same `sizes` method; the package
+registers it in `POLICIES` (it builds on the classes here, so it cannot be imported from this module).
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ class SizeContext:
     d_min: int
     d_max: int
     rng: np.random.Generator      # the only source of randomness a policy may use
-    segment: Any = None           # the pyscall.data.Segment itself, for policies that train probes on it
+    segment: Any = None           # the pyscall.data.Segment itself
+    previous: Any = None          # segment t - 1 once a model has been trained on it, else None
+    trainer: Any = None           # the StreamTrainer: its current tables, and probes (`trainer.prober`)
 
     @property
     def n_users(self) -> int:
@@ -95,6 +98,14 @@ class SizePolicy:
 
     def sizes(self, ctx: SizeContext):
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """What a learning policy must carry across a checkpoint (nothing for the fixed ones)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"policy {self.name!r} keeps no state, got {sorted(state)}")
 
     def _joint(self, ctx: SizeContext, weights: np.ndarray):
         # One budget-exact allocation over users and items together, then split back and rank-assigned.

@@ -1,0 +1,163 @@
+"""The SCALL agent: its state, its action mapping, its search, and an exact kill-and-resume through the CLI."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from pyscall.data.stream import prepare_stream
+from pyscall.data.synthetic import synthetic_stream
+from pyscall.scall import make_policy
+from pyscall.scall.agent import AgentConfig, ScallPolicy, action_to_shape, agent_state, pooled_profile, state_dim
+from pyscall.scall.sac import SACConfig
+from pyscall.train import Budget, StreamTrainer, TrainConfig
+
+TINY = ["stream", "--data", "synthetic:150,100,3000", "--segmentation", "count", "--n-segments", "3",
+        "--model", "mf", "--d-max", "8", "--mean-size", "3", "--batch-size", "128", "--max-batches", "10",
+        "--eval-every", "5", "--seed", "7", "--no-progress"]
+
+
+def _run(args, env_extra=None):
+    # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
+    return subprocess.run([sys.executable, "-m", "pyscall.cli", *args], env={**os.environ, **(env_extra or {})},
+                          capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir())
+
+
+def _numbers(out):
+    return [{k: v for k, v in r.items() if not k.endswith("_s")}  # times differ
+            for r in json.loads((out / "results.json").read_text())["segments"]]
+
+
+def _brute_profile(freq, groups):
+    # every rank repeated `groups` times: n * groups values in `groups` runs of n, one run per group
+    f = np.sort(np.asarray(freq, dtype=np.float64))[::-1]
+    f = (f - f.min()) / (f.max() - f.min()) if f.max() > f.min() else np.zeros_like(f)
+    return np.repeat(f, groups).reshape(groups, len(f)).mean(1)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 64, 100, 1000])
+def test_pooled_profile_equals_brute_force(n):
+    rng = np.random.default_rng(n)
+    freq = rng.zipf(1.7, n) % 1000
+    got = pooled_profile(freq, 16)
+    assert got.shape == (16,)
+    np.testing.assert_allclose(got, _brute_profile(freq, 16), atol=1e-12)
+    if n % 16 == 0:  # then the groups are plain groups of ranks
+        f = np.sort(freq)[::-1].astype(float)
+        f = (f - f.min()) / (f.max() - f.min())
+        np.testing.assert_allclose(got, f.reshape(16, -1).mean(1), atol=1e-12)
+
+
+class _Table:
+    def __init__(self, n, d_max, rng):
+        self.widths = torch.from_numpy(rng.integers(1, d_max + 1, n).astype(np.int32))
+        self.dense = torch.from_numpy(rng.normal(size=(n, d_max)).astype(np.float32))
+
+    def to_dense(self):
+        return self.dense
+
+
+@pytest.mark.parametrize("n_users,n_items", [(5, 3), (300, 40), (20_000, 9_000)])
+def test_state_has_one_length_and_meaning_whatever_the_stream(n_users, n_items):
+    rng = np.random.default_rng(0)
+    cfg = AgentConfig(groups=8)
+    uf, itf = rng.integers(0, 50, n_users), rng.integers(0, 50, n_items)
+    tables = (_Table(n_users, 16, rng), _Table(n_items, 16, rng))
+    s = agent_state(uf, itf, 0.25, tables, 1, 16, cfg)
+    assert s.shape == (state_dim(16, cfg),) == (2 * 8 + 2 + 2 * 16 + 2,)
+    np.testing.assert_allclose(s[:8], _brute_profile(uf, 8), atol=1e-12)
+    np.testing.assert_allclose(s[8:16], _brute_profile(itf, 8), atol=1e-12)
+    assert s[16] == 0.25 and s[17] == pytest.approx(n_users / (n_users + n_items))
+    np.testing.assert_allclose(s[18:34], tables[0].dense.double().mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(s[34:50], tables[1].dense.double().mean(0).numpy(), atol=1e-5)
+    spread = lambda w: float(w.max() - w.min()) / 15  # noqa: E731
+    assert s[50] == pytest.approx(spread(tables[0].widths)) and s[51] == pytest.approx(spread(tables[1].widths))
+    lean = AgentConfig(groups=8, embeddings=False, spreads=False)
+    assert agent_state(uf, itf, 0.0, tables, 1, 16, lean).shape == (state_dim(16, lean),) == (18,)
+
+
+def test_action_maps_to_the_alpha_range_on_both_scales():
+    log, linear = AgentConfig(), AgentConfig(alpha_scale="linear")
+    assert action_to_shape([0.3, 0.0, 1.0], log)[1:] == pytest.approx((0.1, 30.0))
+    assert action_to_shape([0.3, 0.5, 0.5], log)[1] == pytest.approx(np.sqrt(0.1 * 30))
+    assert action_to_shape([0.3, 0.5, 0.5], linear)[1] == pytest.approx(0.1 + 0.5 * 29.9)
+    assert 0 < action_to_shape([0.0, 0, 0], log)[0] < action_to_shape([1.0, 0, 0], log)[0] < 1
+    with pytest.raises(ValueError, match="alpha_scale"):
+        AgentConfig(alpha_scale="cubic")
+
+
+def _tiny_agent(**kw):
+    return AgentConfig(groups=8, min_steps=3, max_steps=5, probe_batches=3, sac=SACConfig(hidden=32), **kw)
+
+
+@pytest.mark.parametrize("model,probe", [("mf", "warm"), ("lightgcn", "fresh")])
+def test_search_then_deploy_holds_the_budget_and_records_the_search(model, probe):
+    stream = prepare_stream(synthetic_stream(120, 80, 2400, seed=1), segmentation="count", n_segments=3, seed=1)
+    cfg = TrainConfig(model=model, d_max=8, batch_size=128, max_batches=8, eval_every=4, patience=2, seed=3)
+    lines = []
+    policy = ScallPolicy(_tiny_agent(probe=probe), seed=3, log=lines.append)
+    trainer = StreamTrainer(stream, policy, cfg, Budget(mean_size=3))
+    rows = [trainer.run_segment() for _ in stream.segments]
+    assert "user_share" not in rows[0]  # segment 0: uniform, no search
+    for row, seg in zip(rows, stream.segments):
+        assert row["params"] == row["budget_params"] == 3 * (seg.n_users + seg.n_items)
+        assert row["bytes"] <= row["budget_bytes"]
+    assert [h["segment"] for h in policy.history] == [1, 2]
+    for h, row in zip(policy.history, rows[1:]):
+        assert 3 <= len(h["steps"]) <= 5 == policy.config.max_steps
+        assert row["search_steps"] == len(h["steps"]) and row["search_s"] > 0
+        assert h["deployed"] == [row["user_share"], row["alpha_user"], row["alpha_item"]]
+        assert all(np.isfinite(s["reward"]) for s in h["steps"])
+    assert len(lines) == sum(len(h["steps"]) for h in policy.history)
+    assert len(policy.sac.buffer) == len(lines)  # one replay buffer across segments
+
+
+def test_agent_checkpoint_refuses_other_settings():
+    a, b = ScallPolicy(_tiny_agent(), seed=1), ScallPolicy(_tiny_agent(probe="fresh"), seed=1)
+    with pytest.raises(ValueError, match="other settings"):
+        b.load_state_dict(a.state_dict())
+    with pytest.raises(ValueError, match="keeps no state"):
+        make_policy("uniform").load_state_dict(a.state_dict())
+
+
+SCALL_TINY = TINY + ["--policy", "scall", "--search-steps", "3,4", "--probe-batches", "2", "--state-groups", "8"]
+
+
+def test_scall_killed_after_a_segment_resumes_to_the_same_numbers(tmp_path):
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    done = _run(SCALL_TINY + ["--out", str(straight)])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "search t=1 step  1" in done.stdout
+    killed = _run(SCALL_TINY + ["--out", str(broken)], {"PYSCALL_TEST_EXIT_AFTER_SEGMENT": "1"})
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    resumed = _run(SCALL_TINY + ["--out", str(broken), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _numbers(broken) == _numbers(straight)
+    searches = [json.loads((d / "results.json").read_text())["searches"]["scall"] for d in (straight, broken)]
+    for s in searches:
+        for h in s:
+            h.pop("search_seconds")
+    assert searches[0] == searches[1] and [h["segment"] for h in searches[0]] == [1, 2]
+    assert (straight / "agent.png").exists()
+
+
+@pytest.mark.parametrize("model,warm", [("lightgcn", True), ("lightgcn", False), ("mf", True)])
+def test_probes_side_by_side_score_as_probes_alone(model, warm):
+    stream = prepare_stream(synthetic_stream(120, 80, 2400, seed=1), segmentation="count", n_segments=2, seed=1)
+    cfg = TrainConfig(model=model, d_max=8, batch_size=128, max_batches=8, eval_every=4, patience=2, seed=3)
+    trainer = StreamTrainer(stream, make_policy("uniform"), cfg, Budget(mean_size=3))
+    trainer.run_segment()
+    seg = stream.segments[0]
+    prober = trainer.prober(seg, 4, warm=warm)
+    g = torch.Generator().manual_seed(0)
+    sizes = [(torch.randint(1, 9, (seg.n_users,), generator=g, dtype=torch.int32),
+              torch.randint(1, 9, (seg.n_items,), generator=g, dtype=torch.int32)) for _ in range(3)]
+    alone = [prober.fitness(u, i) for u, i in sizes]
+    before = trainer.users.to_dense().clone()
+    assert prober.fitness_many(sizes) == pytest.approx(alone, abs=1e-6)
+    assert len(set(alone)) > 1  # the sizes matter
+    assert torch.equal(trainer.users.to_dense(), before)  # probes train copies, never the deployed tables
