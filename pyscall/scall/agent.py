@@ -34,7 +34,7 @@ class AgentConfig:
     alpha_min: float = 0.1
     alpha_max: float = 30.0
     min_steps: int = 11               # probes per segment, at least
-    max_steps: int = 30               # and at most
+    max_steps: int = 20               # and at most
     settle_steps: int = 5             # settled: the deterministic action after each of the last `settle_steps`
                                       # rounds of probes moved < settle_tol
     settle_tol: float = 0.01
