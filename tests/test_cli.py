@@ -97,3 +97,14 @@ def test_bad_options_exit_with_a_message(tmp_path):
         main(TINY + ["--compare", "uniform,bogus", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(TINY + ["--budget-mb", "1", "--out", str(tmp_path)])  # with --mean-size: mutually exclusive
+
+
+def test_paper_preset_sets_the_paper_setting_and_explicit_options_win():
+    from pyscall.cli import PRESETS, parse_args
+    args = parse_args(["stream", "--preset", "paper", "--max-batches", "7", "--policy", "uniform"])
+    for key, value in PRESETS["paper"].items():
+        if key not in ("max_batches", "policy"):
+            assert getattr(args, key) == value, key
+    assert args.max_batches == 7 and args.policy == "uniform"
+    plain = parse_args(["stream"])
+    assert (plain.policy, plain.protocol, plain.dedup, plain.d_max) == ("scall", "split", "none", 64)
