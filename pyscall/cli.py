@@ -23,6 +23,7 @@ import torch
 from . import checkpoint
 from .report import summarize, summary_table, table_header, table_row, write_all
 from .scall.agent import ALPHA_SCALES, PROBES, REWARDS, AgentConfig
+from .scall.sac import SACConfig
 from .scall.policies import POLICIES, make_policy
 from .train import Budget, StreamTrainer, TrainConfig
 
@@ -94,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="log-uniform: log of the probe's fitness over a uniform-size probe's; paper: over "
                             "the deployed model's, rescaled (default: paper under --protocol paper)")
     agent.add_argument("--state-groups", type=int, default=adef.groups, help="rank groups per frequency profile")
+    agent.add_argument("--reward-scale", type=float, default=adef.reward_scale,
+                       help="log-uniform rewards are multiplied by this")
+    agent.add_argument("--agent-updates", type=int, default=adef.sac.updates_per_step,
+                       help="SAC updates after each probe")
 
     train = p.add_argument_group("training")
     defaults = TrainConfig()
@@ -169,7 +174,8 @@ def _agent_config(args) -> AgentConfig:
     reward = args.reward or ("paper" if args.protocol == "paper" else "log-uniform")
     try:
         return AgentConfig(groups=args.state_groups, alpha_scale=args.alpha_scale, min_steps=low, max_steps=high,
-                           probe_batches=args.probe_batches, probe=args.probe, reward=reward)
+                           probe_batches=args.probe_batches, probe=args.probe, reward=reward,
+                           reward_scale=args.reward_scale, sac=SACConfig(updates_per_step=args.agent_updates))
     except ValueError as e:
         raise SystemExit(f"SCALL agent: {e}")
 

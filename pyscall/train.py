@@ -320,6 +320,7 @@ class StreamTrainer:
             changed = sorted(k for k in state["config"] if state["config"][k] != asdict(self.config).get(k))
             raise ValueError(f"checkpoint was written with other settings ({', '.join(changed)}); "
                              "resume with the same options or start a new output folder")
+        self.policy.load_state_dict(state.get("policy_state", {}))  # checkpoints before the agent have none
         if state["users"] is not None:
             seg = self.stream.segments[state["next_segment"] - 1]
             budget = self.budget.params(seg.n_users, seg.n_items)
@@ -329,7 +330,6 @@ class StreamTrainer:
             self.users.load_state_dict(state["users"])
             self.items.load_state_dict(state["items"])
             self._build_model()
-        self.policy.load_state_dict(state["policy_state"])
         self.next_segment = state["next_segment"]
         self.results = [dict(r) for r in state["results"]]
         rng = state["rng"]

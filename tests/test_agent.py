@@ -161,3 +161,17 @@ def test_probes_side_by_side_score_as_probes_alone(model, warm):
     assert prober.fitness_many(sizes) == pytest.approx(alone, abs=1e-6)
     assert len(set(alone)) > 1  # the sizes matter
     assert torch.equal(trainer.users.to_dense(), before)  # probes train copies, never the deployed tables
+
+
+def test_the_first_action_is_the_prior():
+    cfg = AgentConfig(groups=8, prior=(0.3, 0.5, 2.0), sac=SACConfig(hidden=32))
+    policy = ScallPolicy(cfg, seed=0)
+    from pyscall.scall.agent import shape_to_action
+    from pyscall.scall.sac import SAC
+    sac = SAC(state_dim(8, cfg), 3, cfg.sac, seed=0)
+    sac.start_at(shape_to_action(cfg.prior, cfg))
+    for s in np.random.default_rng(0).normal(size=(3, state_dim(8, cfg))):
+        assert action_to_shape(sac.act(s, deterministic=True), cfg) == pytest.approx(cfg.prior, rel=1e-4)
+    with pytest.raises(ValueError, match="prior"):
+        AgentConfig(prior=(1.5, 0.5, 0.5))
+    assert policy.sac is None  # built at the first search

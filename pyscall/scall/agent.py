@@ -45,7 +45,11 @@ class AgentConfig:
                                       # probe); False: each probe is its own episode, as a probe's sizes do
                                       # not change the next probe's outcome
     reward: str = "log-uniform"       # "paper": fitness over the deployed model's, rescaled by paper_scale
+    reward_scale: float = 5.0         # log-uniform rewards times this: the paper code's rescaling slope
+                                      # (1 / (1.1 - 0.9)), so rewards sit on the scale its entropy weight was set for
     paper_scale: tuple = (0.9, 1.1)   # the paper code's Amazon-Book constants
+    prior: Optional[tuple] = (0.5, 0.5, 0.5)  # the actor's first action as (user share, alpha_user, alpha_item):
+                                      # fixed-alpha's default; None: wherever the random init puts it
     sac: SACConfig = field(default_factory=SACConfig)
 
     def __post_init__(self):
@@ -61,6 +65,14 @@ class AgentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps < self.min_steps:
             raise ValueError(f"max_steps ({self.max_steps}) must be >= min_steps ({self.min_steps})")
+        if self.prior is not None:
+            share, alpha_user, alpha_item = self.prior
+            if not (0 < share < 1 and self.alpha_min <= alpha_user <= self.alpha_max
+                    and self.alpha_min <= alpha_item <= self.alpha_max):
+                raise ValueError(f"prior must be (user share in (0, 1), two alphas in [{self.alpha_min}, "
+                                 f"{self.alpha_max}]), got {self.prior}")
+        if not self.reward_scale > 0:
+            raise ValueError(f"reward_scale must be > 0, got {self.reward_scale}")
         lo, hi = self.paper_scale
         if not lo < hi:
             raise ValueError(f"paper_scale must be (low, high) with low < high, got {self.paper_scale}")
@@ -133,6 +145,18 @@ def action_to_shape(action, config: AgentConfig) -> tuple[float, float, float]:
     return share, float(alphas[0]), float(alphas[1])
 
 
+def shape_to_action(shape, config: AgentConfig) -> np.ndarray:
+    """The inverse of `action_to_shape`."""
+    share, alpha_user, alpha_item = shape
+    lo, hi = config.alpha_min, config.alpha_max
+    alphas = np.clip(np.array([alpha_user, alpha_item], dtype=np.float64), lo, hi)
+    if config.alpha_scale == "log":
+        a = (np.log(alphas) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    else:
+        a = (alphas - lo) / (hi - lo)
+    return np.concatenate([[share], a])
+
+
 def shape_sizes(ctx: SizeContext, shape) -> tuple[torch.Tensor, torch.Tensor]:
     share, alpha_user, alpha_item = shape
     return FixedAlphaPolicy(alpha_user, alpha_item, share).sizes(ctx)
@@ -171,6 +195,8 @@ class ScallPolicy(SizePolicy):
         cfg, trainer, prev = self.config, ctx.trainer, ctx.previous
         if self.sac is None:
             self.sac = SAC(state_dim(ctx.d_max, cfg), 3, cfg.sac, seed=self.seed)
+            if cfg.prior is not None:
+                self.sac.start_at(shape_to_action(cfg.prior, cfg))
         start = time.perf_counter()
         prober = trainer.prober(prev, cfg.probe_batches, warm=cfg.probe == "warm")
         pctx = SizeContext(prev.index, prev.user_frequency(), prev.item_frequency(), prober.budget, ctx.d_min,
@@ -215,7 +241,7 @@ class ScallPolicy(SizePolicy):
             lo, hi = self.config.paper_scale
             return (fit / max(reference, 1e-12) - lo) / (hi - lo)
         eps = 1e-4  # a probe that ranks nothing right still gets a finite (very bad) reward
-        return math.log((fit + eps) / (reference + eps))
+        return self.config.reward_scale * math.log((fit + eps) / (reference + eps))
 
     def state_dict(self) -> dict:
         return {"config": _plain(asdict(self.config)), "seed": self.seed, "last_reward": self.last_reward,

@@ -177,6 +177,15 @@ class SAC:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, weight_decay=c.weight_decay)
         self.buffer = ReplayBuffer(c.buffer_size, c.recency)
 
+    def start_at(self, action) -> None:
+        """Make the deterministic action `action` (in (0,1)) for every state: the mean head's weights start at
+        zero and its bias at atanh(2a - 1). Gradients still reach those weights through the hidden layer."""
+        a = _vector(action, self.action_dim, "action").clamp(1e-4, 1 - 1e-4)
+        head = self.actor[-1]
+        with torch.no_grad():
+            head.weight[:self.action_dim].zero_()
+            head.bias[:self.action_dim] = torch.atanh(2 * a - 1)
+
     # -- policy --------------------------------------------------------------------------------------------
     def _policy(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.actor(s).chunk(2, dim=-1)
