@@ -6,7 +6,7 @@ each probe and reports, against the faithful probe: the Spearman rank correlatio
 the best action is the same, and the seconds per probe, all measured in this one run:
 
 - fresh-20:   a fresh model for 20 batches (the authors' own cut of their probe);
-- warm-20:    the current model cut or zero-padded to the sizes, 20 batches (pyscall's default);
+- warm-20, warm-10: the current model cut or zero-padded to the sizes, 20 or 10 batches;
 - mf-fresh:   a fresh MF model for 200 batches instead of LightGCN (MF as a proxy);
 - side-by-side: warm-20 with 4 probes trained in one pass (`Prober.fitness_many`): same fitnesses, the time.
 
@@ -77,12 +77,13 @@ def main(argv=None) -> dict:
 
     probers = {"faithful (fresh, 200 batches)": faithful,
                "fresh-20": trainer.prober(seg, 20, warm=False),
-               "warm-20 (default)": trainer.prober(seg, 20, warm=True)}
+               "warm-20": trainer.prober(seg, 20, warm=True),
+               "warm-10": trainer.prober(seg, 10, warm=True)}
     fits, secs = {}, {}
     for name, prober in probers.items():
         fits[name], seconds = timed(lambda pr: [pr.fitness(u, i) for u, i in sizes], prober)
         secs[name] = seconds / len(sizes)
-    warm = probers["warm-20 (default)"]
+    warm = probers["warm-20"]
     together, seconds = timed(lambda: [f for k in range(0, len(sizes), 4) for f in warm.fitness_many(sizes[k:k + 4])])
     fits["warm-20 side-by-side (4 a pass)"], secs["warm-20 side-by-side (4 a pass)"] = together, seconds / len(sizes)
 

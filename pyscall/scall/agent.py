@@ -34,11 +34,12 @@ class AgentConfig:
     alpha_min: float = 0.1
     alpha_max: float = 30.0
     min_steps: int = 11               # probes per segment, at least
-    max_steps: int = 20               # and at most
+    max_steps: int = 15               # and at most
     settle_steps: int = 5             # settled: the deterministic action after each of the last `settle_steps`
                                       # rounds of probes moved < settle_tol
     settle_tol: float = 0.01
-    probe_batches: int = 20           # batches of one probe (the paper code's 200, cut to 20 by its authors)
+    probe_batches: int = 10           # batches of one warm probe (the paper code's fresh probe: 200, cut to 20
+                                      # by its authors; bench/bench_probes.py compares them)
     probe: str = "warm"               # "fresh": the paper code's probe, a new model at the sampled sizes
     probes_per_step: int = 1          # actions sampled and probed side by side in one pass (`fitness_many`)
     chain: bool = False               # True: the paper code's chained transitions (gamma bootstraps the next
@@ -50,7 +51,9 @@ class AgentConfig:
     paper_scale: tuple = (0.9, 1.1)   # the paper code's Amazon-Book constants
     prior: Optional[tuple] = (0.5, 0.5, 0.5)  # the actor's first action as (user share, alpha_user, alpha_item):
                                       # fixed-alpha's default; None: wherever the random init puts it
-    sac: SACConfig = field(default_factory=SACConfig)
+    # the paper code's SAC, with 10 updates after each probe instead of 3: the actor then moves within the
+    # 11-15 probes of a segment
+    sac: SACConfig = field(default_factory=lambda: SACConfig(updates_per_step=10))
 
     def __post_init__(self):
         if isinstance(self.sac, dict):
