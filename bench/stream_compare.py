@@ -3,7 +3,7 @@ read runs already made, and write one table of mean and spread over seeds (markd
 
     python bench/stream_compare.py --mean-sizes 4 16 --seeds 0 1 2 --runs runs/compare \
         --out bench/results/scall_online_retail.md              # runs what is missing, then summarises
-    python bench/stream_compare.py --runs runs/compare --no-run --out ...   # summarise only
+    python bench/stream_compare.py --no-run --from runs/a runs/b ... --out ...   # summarise runs made apart
 
 Each run is `pyscall stream --compare <policies> --d-max 256 --mean-size M --seed S --threads 1` on the
 embedded stream with the default protocol (70/10/20 split, validation for early stopping and rewards,
@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from pyscall.report import summarize
 
 POLICIES = "scall,uniform,freq-rule,fixed-alpha,full"
 
@@ -37,36 +39,52 @@ def ensure_run(runs: Path, mean_size: float, seed: int, policies: str, d_max: in
     return out
 
 
-def per_policy(results: dict) -> dict:
-    """Per policy: mean Recall@20 / NDCG@20 over segments t >= 1, and the search and training seconds."""
+def per_policy(rows: list) -> dict:
+    """Per policy: mean Recall@20 / NDCG@20 over segments t >= 1, the search and training seconds, the
+    worst segment's search/train ratio and the most bytes over budget."""
     out = {}
-    for policy, s in results["summary"].items():
-        rows = [r for r in results["segments"] if r["policy"] == policy and r["segment"] >= 1]
+    for policy, s in summarize(rows).items():
+        mine = [r for r in rows if r["policy"] == policy]
+        scored = [r for r in mine if r["segment"] >= 1]
         out[policy] = {"recall@20": s["recall@20"], "ndcg@20": s["ndcg@20"],
-                       "search_s": sum(r.get("search_s", 0.0) for r in rows),
-                       "train_s": sum(r.get("train_s", 0.0) for r in rows),
+                       "valid_fitness": float(np.nanmean([r["valid_fitness"] for r in scored])),
+                       "search_s": sum(r.get("search_s", 0.0) for r in scored),
+                       "train_s": sum(r.get("train_s", 0.0) for r in scored),
                        "max_search_over_train": max((r.get("search_s", 0.0) / max(r.get("train_s", 0.0), 1e-9)
-                                                     for r in rows), default=0.0),
+                                                     for r in scored), default=0.0),
                        "over_budget_bytes": max(max(0, r["bytes"] - r["budget_bytes"]) if r["budget_bytes"] else 0
-                                                for r in results["segments"] if r["policy"] == policy)}
+                                                for r in mine)}
     return out
 
 
-def summarise(runs: Path, mean_sizes, seeds) -> tuple[str, dict]:
+def collect(folders) -> dict:
+    """{(mean size, seed): rows} from runs' results.json; a policy found in a later folder replaces it."""
+    cells = {}
+    for folder in folders:
+        results = json.loads((Path(folder) / "results.json").read_text())
+        key = (float(results["options"]["mean_size"]), int(results["options"]["seed"]))
+        rows = cells.setdefault(key, [])
+        new = {r["policy"] for r in results["segments"]}
+        rows[:] = [r for r in rows if r["policy"] not in new] + results["segments"]
+    return cells
+
+
+def summarise(cells: dict, mean_sizes, seeds) -> tuple[str, dict]:
     table, lines = {}, []
     for m in mean_sizes:
-        per_seed = [per_policy(json.loads((run_dir(runs, m, s) / "results.json").read_text())) for s in seeds]
+        per_seed = [per_policy(cells[(float(m), s)]) for s in seeds]
         table[f"{m:g}"] = {}
         lines += [f"\n### Mean size {m:g} (d_max 256), seeds {', '.join(map(str, seeds))}\n",
-                  "| policy | Recall@20 mean | spread (min-max) | NDCG@20 mean | spread (min-max) | search s "
-                  "(t>=1) | train s (t>=1) | worst search/train of a segment | bytes over budget |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| policy | Recall@20 mean | spread (min-max) | NDCG@20 mean | spread (min-max) | validation "
+                  "fitness | search s (t>=1) | train s (t>=1) | worst search/train of a segment | bytes over budget |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for policy in per_seed[0]:
             vals = {k: np.array([p[policy][k] for p in per_seed]) for k in per_seed[0][policy]}
             table[f"{m:g}"][policy] = {k: v.tolist() for k, v in vals.items()}
             r, n = vals["recall@20"], vals["ndcg@20"]
             lines.append(f"| {policy} | {r.mean():.4f} | {r.min():.4f}-{r.max():.4f} | {n.mean():.4f} | "
-                         f"{n.min():.4f}-{n.max():.4f} | {vals['search_s'].mean():.0f} | "
+                         f"{n.min():.4f}-{n.max():.4f} | {vals['valid_fitness'].mean():.4f} | "
+                         f"{vals['search_s'].mean():.0f} | "
                          f"{vals['train_s'].mean():.0f} | {vals['max_search_over_train'].max():.2f} | "
                          f"{int(vals['over_budget_bytes'].max())} |")
         for rival in ("uniform", "fixed-alpha"):
@@ -84,6 +102,8 @@ def main(argv=None) -> None:
     p.add_argument("--d-max", type=int, default=256)
     p.add_argument("--runs", default="runs/compare", help="one folder per (mean size, seed) under this")
     p.add_argument("--no-run", action="store_true", help="only summarise runs already made")
+    p.add_argument("--from", dest="folders", nargs="+", default=None,
+                   help="summarise these run folders (default: the folders under --runs)")
     p.add_argument("--out", default=None, help="markdown report; a .json with the numbers is written beside it")
     args, extra = p.parse_known_args(argv)
     runs = Path(args.runs)
@@ -91,7 +111,8 @@ def main(argv=None) -> None:
         for m in args.mean_sizes:
             for s in args.seeds:
                 ensure_run(runs, m, s, args.policies, args.d_max, extra)
-    text, table = summarise(runs, args.mean_sizes, args.seeds)
+    folders = args.folders or [run_dir(runs, m, s) for m in args.mean_sizes for s in args.seeds]
+    text, table = summarise(collect(folders), args.mean_sizes, args.seeds)
     print(text)
     if args.out:
         out = Path(args.out)
