@@ -16,7 +16,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import ops
-from .arena import RaggedArena
+from .arena import RaggedArena, memory_ceiling
 
 # Fused optimizers: per-element state buffers, per-row state buffers, default hyper-parameters.
 FUSED_OPTIMIZERS = {
@@ -129,6 +129,7 @@ class RaggedTable(nn.Module):
         a.state = [fn(t) for t in a.state]
         a.row_state = [fn(t) for t in a.row_state]
         a._config["device"] = self.weight.device
+        a._arena.set_memory_limit(memory_ceiling(self.weight.device))  # the new device's memory bounds it
         a._refresh()
         return self
 

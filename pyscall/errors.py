@@ -2,7 +2,8 @@
 
 
 class BudgetExceededError(RuntimeError):
-    """An operation would need more bytes than the table's ``budget_bytes``.
+    """An operation would need more bytes than the table's ``budget_bytes``, which
+    counts its flat buffers, per-row state and the rows' metadata (16 bytes a row).
 
     Raised by construction, ``append``, ``resize`` and ``set_widths`` (the C++
     arena raises it through ``pyscall._C``). It subclasses RuntimeError so that
