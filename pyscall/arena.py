@@ -251,20 +251,11 @@ class RaggedArena:
     def restored(self, widths, values: torch.Tensor, state: Sequence[torch.Tensor],
                  row_state: Sequence[torch.Tensor], weight: torch.Tensor | None = None) -> "RaggedArena":
         """A new arena with this one's configuration and budget holding the given packed rows
-        (the layout of ``state_dict``). This arena is untouched; with ``weight`` given, that
+        (the layout of ``state_dict``). Everything is checked and the new arena built before anything
+        else changes: on an error this arena and ``weight`` are untouched. With ``weight`` given, that
         tensor (e.g. an nn.Parameter) takes the new storage and becomes the new arena's weight."""
+        self._check_packed(widths, values, state, row_state)
         widths = _int_array(widths, "widths")
-        if widths.size and (widths.min() < 0 or widths.max() > self.d_max):  # before the sizes they imply
-            raise ValueError(f"widths must lie in [0, d_max={self.d_max}], got [{widths.min()}, {widths.max()}]")
-        total = int(widths.sum(dtype=np.int64))
-        for name, t, numel in [("values", values, total), *[(f"state.{k}", v, total) for k, v in enumerate(state)],
-                               *[(f"row_state.{k}", v, widths.size) for k, v in enumerate(row_state)]]:
-            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != numel:
-                raise ValueError(f"{name} must be a 1-D tensor of {numel} elements, got "
-                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-        if len(state) != len(self.state) or len(row_state) != len(self.row_state):
-            raise ValueError(f"expected {len(self.state)} state and {len(self.row_state)} row_state buffers, "
-                             f"got {len(state)} and {len(row_state)}")
         config = dict(self._config, row_init=None)
         arena = RaggedArena(widths.size, self.d_max, widths, budget_bytes=self.budget_bytes, **config)
         arena._row_init = self._row_init
@@ -280,6 +271,27 @@ class RaggedArena:
             arena.weight = weight
             torch.autograd.graph.increment_version(self.widths)  # a pending backward must not use the old layout
         return arena
+
+    def _check_packed(self, widths, values, state, row_state) -> None:
+        """The checks of restored(): shapes, dtypes and widths of packed rows, before anything is built."""
+        if not isinstance(widths, (torch.Tensor, np.ndarray, list, tuple)) or np.ndim(widths) != 1:
+            raise ValueError(f"widths must be a 1-D tensor of row widths, got "
+                             f"{tuple(np.shape(widths)) if hasattr(widths, 'shape') else type(widths).__name__}")
+        widths = _int_array(widths, "widths")
+        if widths.size and (widths.min() < 0 or widths.max() > self.d_max):  # before the sizes they imply
+            raise ValueError(f"widths must lie in [0, d_max={self.d_max}], got [{widths.min()}, {widths.max()}]")
+        if len(state) != len(self.state) or len(row_state) != len(self.row_state):
+            raise ValueError(f"expected {len(self.state)} state and {len(self.row_state)} row_state buffers, "
+                             f"got {len(state)} and {len(row_state)}")
+        total = int(widths.sum(dtype=np.int64))
+        for name, t, numel in [("values", values, total), *[(f"state.{k}", v, total) for k, v in enumerate(state)],
+                               *[(f"row_state.{k}", v, widths.size) for k, v in enumerate(row_state)]]:
+            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != numel:
+                raise ValueError(f"{name} must be a 1-D tensor of {numel} elements, got "
+                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+            if not t.is_floating_point():  # never cast integers, bools or complex numbers silently
+                raise TypeError(f"{name} must be a floating-point tensor (the table holds "
+                                f"{self.weight.dtype}), got {t.dtype}")
 
     @property
     def num_rows(self) -> int:

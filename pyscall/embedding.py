@@ -306,8 +306,25 @@ class RaggedTable(nn.Module):
         if self.optimizer is not None:
             destination[prefix + "step"] = self._step.clone()
 
+    _load_options = None  # (strict, match_rows) while this table's own load_state_dict runs
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False, *, match_rows: bool = True):
+        """As torch's, all-or-nothing for this table: every check (keys, row count, shapes, dtypes, step, budget)
+        runs before anything changes. strict=False ignores keys the table does not have. A checkpoint of another
+        row count is refused (as torch refuses a size mismatch) unless match_rows=False: then the table takes the
+        checkpoint's rows. Loaded as part of a larger module, the table is strict about its own keys whatever
+        `strict` says (torch does not tell a submodule): it reports them and stays unchanged."""
+        self._load_options = (bool(strict), bool(match_rows))
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        finally:
+            del self._load_options
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        # torch passes strict=True to every submodule whatever the caller asked: the caller's own comes from
+        # load_state_dict above when it was called on this table.
+        strict, match_rows = self._load_options or (True, True)
         mine = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if mine.keys() == {"weight"} and torch.is_tensor(mine["weight"]) and mine["weight"].dim() == 2:
             # A torch.nn.Embedding / EmbeddingBag checkpoint: its rows, cut to this table's widths.
@@ -316,23 +333,42 @@ class RaggedTable(nn.Module):
             except (TypeError, ValueError) as e:
                 error_msgs.append(f"while copying {prefix}weight: {e}")
             return
-        expected = {"widths", "values"} | {f"state.{k}" for k in range(len(self._arena.state))} \
-            | {f"row_state.{k}" for k in range(len(self._arena.row_state))} \
+        a = self._arena
+        expected = {"widths", "values"} | {f"state.{k}" for k in range(len(a.state))} \
+            | {f"row_state.{k}" for k in range(len(a.row_state))} \
             | ({"step"} if self.optimizer is not None else set())
-        missing = expected - mine.keys()
-        if missing:
-            missing_keys.extend(prefix + k for k in sorted(missing))
-            return
-        unexpected_keys.extend(prefix + k for k in sorted(mine.keys() - expected))
+        missing, unexpected = expected - mine.keys(), mine.keys() - expected
+        missing_keys.extend(prefix + k for k in sorted(missing))
+        unexpected_keys.extend(prefix + k for k in sorted(unexpected))
+        if missing or (strict and unexpected):
+            return  # torch raises for these once every module has been read; nothing here has changed
         widths = mine["widths"]
-        # Builds a new arena first: on any error (budget, shapes) this table is unchanged.
-        self._arena = self._arena.restored(widths, mine["values"],
-                                           [mine[f"state.{k}"] for k in range(len(self._arena.state))],
-                                           [mine[f"row_state.{k}"] for k in range(len(self._arena.row_state))],
-                                           weight=self.weight)
-        if self.optimizer is not None:
-            self._step.copy_(mine["step"])
+        if match_rows and torch.is_tensor(widths) and widths.dim() == 1 and widths.numel() != self.num_embeddings:
+            error_msgs.append(f"size mismatch for {prefix}widths: the checkpoint has {widths.numel()} rows, the table "
+                              f"has {self.num_embeddings}; table.load_state_dict(state_dict, match_rows=False) takes "
+                              f"the checkpoint's rows")
+            return
+        step = self._checked_step(mine.get("step"), prefix) if self.optimizer is not None else None
+        # Builds a new arena first: on any error (budget, shapes, dtypes) this table is unchanged.
+        self._arena = a.restored(widths, mine["values"], [mine[f"state.{k}"] for k in range(len(a.state))],
+                                 [mine[f"row_state.{k}"] for k in range(len(a.row_state))], weight=self.weight)
+        self.weight.grad = None  # a gradient of the old rows means nothing for the loaded ones
+        if step is not None:
+            self._step.fill_(step)
         self._layout_version += 1
+
+    @staticmethod
+    def _checked_step(step, prefix: str) -> int:
+        """The fused optimizer's step count from a checkpoint: an integer tensor of shape (1,), >= 0."""
+        if not torch.is_tensor(step) or step.shape != (1,) or step.dtype == torch.bool \
+                or step.is_floating_point() or step.is_complex():
+            got = f"{step.dtype} of shape {tuple(step.shape)}" if torch.is_tensor(step) else type(step).__name__
+            raise ValueError(f"{prefix}step must be an integer tensor of shape (1,) (the fused optimizer's step "
+                             f"count), got {got}")
+        count = int(step[0])
+        if count < 0:
+            raise ValueError(f"{prefix}step must be >= 0, got {count}")
+        return count
 
 
 class Embedding(RaggedTable):

@@ -12,6 +12,104 @@ import pyscall
 from pyscall.arena import METADATA_BYTES_PER_ROW as META, memory_ceiling
 
 
+def _everything(table):
+    """What a load may change: the layout, the values, the optimizer state and step, the gradient."""
+    a = table._arena
+    return dict(widths=table.widths.tolist(), offsets=a.offsets.tolist(), capacity=a.capacity,
+                state={k: v.clone() for k, v in table.state_dict().items()}, step=table.step,
+                buffers=[b.detach().clone() for b in (a.weight, *a.state, *a.row_state)],
+                grad=None if table.weight.grad is None else table.weight.grad.clone())
+
+
+def _assert_unchanged(table, before):
+    after = _everything(table)
+    assert after.keys() == before.keys()
+    for key in before:
+        if key in ("state",):
+            assert before[key].keys() == after[key].keys()
+            assert all(torch.equal(before[key][k], after[key][k]) for k in before[key]), key
+        elif key == "buffers":
+            assert all(torch.equal(x, y) for x, y in zip(before[key], after[key])), key
+        elif key == "grad":
+            assert (before[key] is None) == (after[key] is None) and (
+                before[key] is None or torch.equal(before[key], after[key]))
+        else:
+            assert before[key] == after[key], key
+    table._arena.validate()
+
+
+def _trained(table, steps=2):
+    for _ in range(steps):
+        table(torch.randint(0, table.num_embeddings, (16,))).sum().backward()
+    return table
+
+
+# ---- 1. a failed load changes nothing ---------------------------------------------------------------------
+def test_load_with_unexpected_keys_changes_nothing():
+    # The report's case: an Adam checkpoint into an SGD table raised after installing the Adam widths and step.
+    torch.manual_seed(0)
+    src = _trained(pyscall.Embedding(10, 8, widths=[3] * 10, optimizer="adam"))
+    dst = _trained(pyscall.Embedding(10, 8, optimizer="sgd"))
+    before = _everything(dst)
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "state.0", "state.1"'):
+        dst.load_state_dict(src.state_dict())
+    _assert_unchanged(dst, before)
+
+
+def test_load_with_unexpected_keys_inside_a_model_changes_nothing():
+    src = torch.nn.Sequential(pyscall.Embedding(10, 8, widths=[3] * 10, optimizer="adam"))
+    dst = torch.nn.Sequential(pyscall.Embedding(10, 8, optimizer="sgd"))
+    before = _everything(dst[0])
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        dst.load_state_dict(src.state_dict())
+    _assert_unchanged(dst[0], before)
+
+
+def test_strict_false_on_the_table_ignores_the_keys_it_does_not_have():
+    src = _trained(pyscall.Embedding(10, 8, widths=[3] * 10, optimizer="adam"))
+    dst = pyscall.Embedding(10, 8, optimizer="sgd")
+    result = dst.load_state_dict(src.state_dict(), strict=False)
+    assert sorted(result.unexpected_keys) == ["state.0", "state.1"]
+    assert torch.equal(dst.to_dense(), src.to_dense()) and dst.step == src.step
+
+
+def test_a_checkpoint_of_another_row_count_is_refused_unless_asked():
+    src = pyscall.Embedding(5, 8, widths=[2, 3, 4, 5, 6])
+    dst = _trained(pyscall.Embedding(10, 8))
+    before = _everything(dst)
+    with pytest.raises(RuntimeError, match="the checkpoint has 5 rows, the table has 10.*match_rows=False"):
+        dst.load_state_dict(src.state_dict())
+    _assert_unchanged(dst, before)
+    dst.load_state_dict(src.state_dict(), match_rows=False)
+    assert dst.num_embeddings == 5 and torch.equal(dst.to_dense(), src.to_dense())
+    assert dst.weight.grad is None  # a gradient of the old rows does not outlive them
+
+
+@pytest.mark.parametrize("key,value,error,match", [
+    ("step", torch.tensor([-1]), ValueError, "step must be >= 0"),
+    ("step", torch.tensor(3), ValueError, r"shape \(1,\)"),
+    ("step", torch.tensor([3.0]), ValueError, "integer tensor"),
+    ("step", torch.tensor([True]), ValueError, "integer tensor"),
+    ("values", "int", TypeError, "values must be a floating-point tensor"),
+    ("values", "bool", TypeError, "values must be a floating-point tensor"),
+    ("values", "complex", TypeError, "values must be a floating-point tensor"),
+    ("state.0", "int", TypeError, "state.0 must be a floating-point tensor"),
+    ("widths", "2d", ValueError, "widths must be a 1-D tensor"),
+])
+def test_a_bad_checkpoint_entry_is_refused_and_changes_nothing(key, value, error, match):
+    src = _trained(pyscall.Embedding(10, 8, widths=[3] * 10, optimizer="adam"))
+    sd = src.state_dict()
+    if value in ("int", "bool", "complex"):
+        value = {"int": sd[key].to(torch.int32), "bool": sd[key] > 0, "complex": sd[key].to(torch.complex64)}[value]
+    elif value == "2d":
+        value = sd[key].reshape(2, 5)
+    dst = _trained(pyscall.Embedding(10, 8, optimizer="adam"))
+    before = _everything(dst)
+    with pytest.raises(error, match=match):
+        dst.load_state_dict({**sd, key: value})
+    _assert_unchanged(dst, before)
+
+
 # ---- 3. the budget counts everything, and a request that cannot fit allocates nothing ----------------------
 def test_the_budget_counts_each_rows_metadata():
     n = 100
