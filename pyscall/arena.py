@@ -179,6 +179,7 @@ class RaggedArena:
         self._arena = _C.Arena(int(d_max), bytes_per_element, state_per_row * 4,
                                -1 if budget_bytes is None else int(budget_bytes))
         self._arena.set_memory_limit(memory_ceiling(device))
+        self.relayouts = 0  # layout operations that went through (a table tells from it whether rows moved)
         self.d_max = int(d_max)
         self._row_init = row_init
         self._config = dict(dtype=dtype, device=device, state_per_element=state_per_element,
@@ -208,6 +209,7 @@ class RaggedArena:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _arena=_C.Arena.with_layout(*state["_arena"]))
+        self.__dict__.setdefault("relayouts", 0)  # (pickled before it existed)
         self._arena.set_memory_limit(memory_ceiling(self.weight.device))
         self._refresh()
 
@@ -452,6 +454,7 @@ class RaggedArena:
             self._arena.undo()  # a no-op if the operation refused up front or _apply committed
             self._refresh()
             raise
+        self.relayouts += 1
 
     def _apply(self, plan, buffers) -> None:
         """Replays the plan on the buffers: the one place data moves. Every buffer it needs is

@@ -10,3 +10,8 @@ class BudgetExceededError(RuntimeError):
     code catching RuntimeError keeps working. When it is raised, widths, values,
     optimizer state and statistics are exactly as they were before the call.
     """
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read (empty, truncated, corrupted, or holding more than tensors
+    and plain values); the message names the file and the cause is chained."""

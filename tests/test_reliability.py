@@ -2,6 +2,9 @@
 
 (The threads of the issue are in test_arena_threads.py, the random operations in test_arena_property.py.)
 """
+import fcntl
+import math
+import os
 import subprocess
 import sys
 
@@ -9,7 +12,9 @@ import pytest
 import torch
 
 import pyscall
+from pyscall import checkpoint
 from pyscall.arena import METADATA_BYTES_PER_ROW as META, memory_ceiling
+from pyscall.errors import CheckpointError
 
 
 def _everything(table):
@@ -181,3 +186,176 @@ def test_memory_ceiling_is_the_hosts_memory():
     ceiling = memory_ceiling(torch.device("cpu"))
     assert ceiling > 2**28  # this machine has more than 256 MB
     assert memory_ceiling(torch.device("meta")) == -1
+
+
+# ---- 4. smaller ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("keywords,match", [
+    (dict(lr=-0.1), "learning rate"), (dict(lr=float("nan")), "learning rate"), (dict(lr=math.inf), "learning rate"),
+    (dict(eps=-1e-8), "epsilon"), (dict(eps=float("nan")), "epsilon"),
+    (dict(betas=(1.0, 0.999)), "beta parameter at index 0"), (dict(betas=(0.9, -0.1)), "beta parameter at index 1"),
+    (dict(betas=(0.9, float("nan"))), "beta parameter at index 1"),
+    (dict(weight_decay=-1.0), "weight_decay"), (dict(weight_decay=float("nan")), "weight_decay"),
+    (dict(init_std=-1.0), "init_std"),
+])
+def test_hyper_parameters_are_checked_as_torch_optim_checks_them(keywords, match):
+    with pytest.raises(ValueError, match=match):
+        pyscall.Embedding(4, 8, optimizer="adam", **keywords)
+
+
+def test_a_new_learning_rate_is_checked_and_a_bad_one_changes_nothing():
+    e = pyscall.Embedding(4, 8, optimizer="adam", lr=0.5)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="learning rate"):
+            e.lr = bad
+    assert e.lr == 0.5
+    e.lr = torch.tensor(0.25)
+    assert e.lr == 0.25
+
+
+@pytest.mark.parametrize("keywords,error,match", [
+    (dict(budget_bytes=True), TypeError, "budget_bytes must be None or an int, got bool"),
+    (dict(budget_bytes=1.5), TypeError, "budget_bytes must be None or an int"),
+    (dict(budget_bytes=2**64), ValueError, r"budget_bytes must be None or an int in \[0, 2\*\*63\)"),
+    (dict(budget_bytes=-1), ValueError, "budget_bytes"),
+    (dict(padding_idx=True), TypeError, "padding_idx must be None or an int, got bool"),
+    (dict(padding_idx=2.5), TypeError, "padding_idx must be None or an int, got float"),
+    (dict(num_embeddings=4.0), TypeError, "num_embeddings must be an int"),
+    (dict(num_embeddings=True), TypeError, "num_embeddings must be an int"),
+    (dict(embedding_dim=8.0), TypeError, "embedding_dim must be an int"),
+])
+def test_constructor_arguments_of_the_wrong_type_are_refused(keywords, error, match):
+    args = dict(num_embeddings=4, embedding_dim=8)
+    args.update(keywords)
+    with pytest.raises(error, match=match):
+        pyscall.Embedding(args.pop("num_embeddings"), args.pop("embedding_dim"), **args)
+
+
+def test_a_new_budget_of_the_wrong_type_changes_nothing():
+    e = pyscall.Embedding(4, 8, budget_bytes=10**6)
+    for bad, error in ((True, TypeError), (2**64, ValueError), (-5, ValueError)):
+        with pytest.raises(error, match="budget_bytes"):
+            e.budget_bytes = bad
+    assert e.budget_bytes == 10**6
+
+
+@pytest.mark.parametrize("device", ["meta"])
+def test_bag_offsets_on_another_device_get_the_documented_value_error(device):
+    bag = pyscall.EmbeddingBag(10, 4, mode="sum")
+    with pytest.raises(ValueError, match="offsets must be on the device of input"):
+        bag(torch.tensor([1, 2]), torch.tensor([0], device=device))
+    with pytest.raises(ValueError, match="per_sample_weights must be on cpu"):
+        bag(torch.tensor([1, 2]), torch.tensor([0]), per_sample_weights=torch.ones(2, device=device))
+
+
+_CRASHING_SAVE = """
+import sys
+from pyscall import checkpoint
+checkpoint.save({"segment": 1}, sys.argv[1])
+checkpoint.save({"segment": 2}, sys.argv[1])   # killed halfway (PYSCALL_TEST_CRASH_IN_SAVE=2)
+"""
+
+
+@pytest.mark.parametrize("then", ["load", "save"])
+def test_a_save_killed_midway_leaves_a_temporary_file_that_the_next_load_or_save_removes(tmp_path, then):
+    path = tmp_path / "run.pt"
+    env = {**os.environ, checkpoint.CRASH_IN_SAVE_ENV: "2"}
+    result = subprocess.run([sys.executable, "-c", _CRASHING_SAVE, str(path)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 17, result.stderr
+    assert len(list(tmp_path.glob("run.pt.*.tmp"))) == 1
+    if then == "load":
+        assert checkpoint.load(path) == {"segment": 1}  # the resume reads the last complete checkpoint
+    else:
+        checkpoint.save({"segment": 2}, path)
+        assert checkpoint.load(path) == {"segment": 2}
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_temporary_file_that_a_live_writer_holds_is_left_alone(tmp_path):
+    path = tmp_path / "run.pt"
+    busy = tmp_path / "run.pt.abcdefgh.tmp"
+    fd = os.open(busy, os.O_CREAT | os.O_WRONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        checkpoint.save({"a": 1}, path)
+        assert busy.exists() and checkpoint.load(path) == {"a": 1}
+    finally:
+        os.close(fd)
+    assert checkpoint.load(path) == {"a": 1} and not busy.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 half a zip file"])
+def test_an_empty_or_truncated_checkpoint_names_the_file(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=str(path)) as info:
+        checkpoint.load(path)
+    assert isinstance(info.value, RuntimeError) and info.value.__cause__ is not None
+    assert ("is empty" in str(info.value)) == (content == b"")
+
+
+def test_a_checkpoint_cut_short_by_a_crash_names_the_file(tmp_path):
+    path = tmp_path / "cut.pt"
+    checkpoint.save({"rows": torch.arange(1000)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"checkpoint {path}"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("change", ["set_widths", "append", "resize", "compact", "budget"])
+def test_a_gradient_kept_across_a_layout_change_moves_with_the_rows(sparse, change):
+    # The report: a .grad kept across a change of capacity failed the next backward ("invalid gradient got
+    # [232] expected [155]").
+    torch.manual_seed(0)
+    e = pyscall.Embedding(20, 8, widths=torch.randint(1, 9, (20,), dtype=torch.int32), sparse=sparse)
+    e(torch.tensor([1, 2, 3, 3, 17])).sum().backward()
+    grad_rows = e._arena.to_dense(e.weight.grad.to_dense() if sparse else e.weight.grad)
+    kept = e.widths
+    if change == "set_widths":
+        e.set_widths(torch.full((20,), 8, dtype=torch.int32))
+    elif change == "append":
+        e.resize([0], 8)
+        e.append(torch.full((40,), 8, dtype=torch.int32))
+    elif change == "resize":
+        e.resize([1, 2, 3], [8, 1, 8])
+        kept = torch.minimum(kept, e.widths[:20])
+    elif change == "compact":
+        e.release([5, 6])
+        kept = e.widths
+        e.compact()
+    else:
+        e.release([5, 6])
+        kept = e.widths
+        e.budget_bytes = e.memory_stats()["used_bytes"] + e.memory_stats()["row_metadata_bytes"]  # compacts
+    grad = e.weight.grad
+    assert grad is not None and grad.shape == e.weight.shape and grad.is_sparse == sparse
+    moved = e._arena.to_dense(grad.to_dense() if sparse else grad)[:20]
+    mask = torch.arange(8)[None, :] < kept[:20, None].to(torch.int64)
+    assert torch.equal(moved[mask], grad_rows[mask]) and not moved[~mask].any()
+    e(torch.tensor([1, 2])).sum().backward()  # accumulates into the moved gradient
+    assert e.weight.grad.shape == e.weight.shape
+
+
+def test_a_budget_that_compacts_moves_a_torch_optimizers_state_or_refuses_its_step():
+    torch.manual_seed(0)
+    ids = torch.tensor([0, 3, 7, 9])
+
+    def table():
+        e = pyscall.Embedding(10, 8, widths=[4] * 10)
+        opt = torch.optim.Adam(e.parameters(), lr=0.1)
+        e(ids).sum().backward()
+        opt.step()
+        e.release([1, 2])
+        return e, opt
+    e, opt = table()
+    exp_avg = e._arena.to_dense(opt.state[e.weight]["exp_avg"])
+    e.set_budget(e.memory_stats()["used_bytes"] + e.memory_stats()["row_metadata_bytes"], optimizer=opt)
+    assert e.memory_stats()["fragmentation"] == 0  # it compacted
+    assert torch.equal(e._arena.to_dense(opt.state[e.weight]["exp_avg"]), exp_avg)
+    opt.step()
+    e, opt = table()  # without the optimizer: its state no longer matches the rows, and its step says so
+    e.budget_bytes = e.memory_stats()["used_bytes"] + e.memory_stats()["row_metadata_bytes"]
+    with pytest.raises(RuntimeError, match="predates a change of its row layout"):
+        opt.step()
