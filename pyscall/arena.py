@@ -26,6 +26,12 @@ Semantics shared by every operation:
   weight's layout, e.g. a torch optimizer's ``exp_avg``) move with the rows but
   do not count toward it, nor does the working memory of one operation (its
   plan and an undo copy of the metadata).
+- Threads: ``lock`` is the table's readers-writer lock. Layout operations hold
+  it exclusively, reads of the layout (``to_dense``, ``validate``, kernels
+  called by the modules) hold it shared, so no thread reads a buffer or the
+  metadata while another re-lays them out. Code of your own that reads
+  ``weight``, ``offsets`` or ``widths`` while other threads may change the
+  layout holds ``with arena.lock.shared():``.
 - ``offsets``/``widths`` are zero-copy views of the C++ metadata: read them,
   never write them, and re-read them after each operation. ``uniform_width``
   is W > 0 while every row has width W at offset ``id * W`` (a table built
@@ -33,7 +39,9 @@ Semantics shared by every operation:
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,7 +49,7 @@ import torch
 
 from . import _C
 
-__all__ = ["RaggedArena", "METADATA_BYTES_PER_ROW"]
+__all__ = ["RaggedArena", "LayoutLock", "METADATA_BYTES_PER_ROW"]
 
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
@@ -49,6 +57,86 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 METADATA_BYTES_PER_ROW = 16
 
 _MAX_BYTES = 2**63 - 1
+
+
+class LayoutLock:
+    """A readers-writer lock for one table: layout changes hold it exclusively, lookups, updates and
+    reads of the layout hold it shared. A waiting writer holds the turnstile, so that a stream of
+    readers cannot starve it. Not reentrant: a thread holding it must not take it again."""
+
+    __slots__ = ("_turnstile", "_count", "_room", "_readers")
+
+    def __init__(self):
+        self._turnstile = threading.Lock()  # held by a writer from the time it waits for the room
+        self._count = threading.Lock()      # guards _readers
+        self._room = threading.Lock()       # held by one writer, or by the readers as a group
+        self._readers = 0
+
+    def acquire_shared(self) -> None:
+        self._turnstile.acquire()  # waits behind a writer that is waiting or working
+        self._turnstile.release()
+        with self._count:
+            self._readers += 1
+            if self._readers == 1:
+                self._room.acquire()
+
+    def release_shared(self) -> None:
+        with self._count:
+            self._readers -= 1
+            if self._readers == 0:
+                self._room.release()
+
+    def acquire_exclusive(self) -> None:
+        self._turnstile.acquire()
+        self._room.acquire()
+
+    def release_exclusive(self) -> None:
+        self._room.release()
+        self._turnstile.release()
+
+    @contextlib.contextmanager
+    def shared(self):
+        self.acquire_shared()
+        try:
+            yield
+        finally:
+            self.release_shared()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        self.acquire_exclusive()
+        try:
+            yield
+        finally:
+            self.release_exclusive()
+
+
+def _exclusive(method):
+    """Runs a layout method holding the arena's lock exclusively."""
+    def locked(self, *args, **kwargs):
+        lock = self.lock
+        lock.acquire_exclusive()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            lock.release_exclusive()
+    locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
+    locked.unlocked = method
+    return locked
+
+
+def _shared(method):
+    """Runs a method that reads the layout holding the arena's lock shared."""
+    def locked(self, *args, **kwargs):
+        lock = self.lock
+        lock.acquire_shared()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            lock.release_shared()
+    locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
+    locked.unlocked = method
+    return locked
 
 
 def _meminfo_bytes(*fields: str) -> int | None:
@@ -179,6 +267,7 @@ class RaggedArena:
         self._arena = _C.Arena(int(d_max), bytes_per_element, state_per_row * 4,
                                -1 if budget_bytes is None else int(budget_bytes))
         self._arena.set_memory_limit(memory_ceiling(device))
+        self._adopt(LayoutLock())
         self.relayouts = 0  # layout operations that went through (a table tells from it whether rows moved)
         self.d_max = int(d_max)
         self._row_init = row_init
@@ -203,15 +292,22 @@ class RaggedArena:
     # Pickling (and copy.deepcopy) keeps the exact layout, so the buffers, and any torch optimizer state
     # laid out like them, come back valid; offsets and widths become views of the new metadata.
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_arena"] = self._arena.layout_state()
+        with self.lock.shared():
+            state = self.__dict__.copy()
+            state["_arena"] = self._arena.layout_state()
+        del state["lock"]  # a copy gets a lock of its own
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _arena=_C.Arena.with_layout(*state["_arena"]))
         self.__dict__.setdefault("relayouts", 0)  # (pickled before it existed)
         self._arena.set_memory_limit(memory_ceiling(self.weight.device))
+        self._adopt(LayoutLock())
         self._refresh()
+
+    def _adopt(self, lock: LayoutLock) -> None:
+        """Makes `lock` this arena's (a table keeps its lock when load_state_dict gives it a new arena)."""
+        self.lock = lock
 
     # ---- views and sizes -------------------------------------------------
     def _refresh(self) -> None:
@@ -230,6 +326,7 @@ class RaggedArena:
     def budget_bytes(self) -> int | None:
         return self.memory_stats()["budget_bytes"]
 
+    @_exclusive
     def set_budget(self, budget_bytes: int | None, companions: Sequence[torch.Tensor] = ()) -> None:
         """A new budget (None: unbounded); compacts first when only the slack is over it (moving the
         companions with the rows). Raises BudgetExceededError, changing nothing, when the rows in use do not fit."""
@@ -242,8 +339,12 @@ class RaggedArena:
             self._layout(lambda: self._arena.compact(), companions)
         self._arena.set_budget(-1 if budget_bytes is None else budget_bytes)
 
+    @_shared
     def packed_index(self) -> torch.Tensor:
         """Flat positions of every stored value, row after row in id order (int64, on the weight's device)."""
+        return self._packed_index()
+
+    def _packed_index(self) -> torch.Tensor:
         widths = self.widths.to(torch.int64)
         total = int(widths.sum())
         starts = torch.repeat_interleave(self.offsets - (torch.cumsum(widths, 0) - widths), widths,
@@ -255,13 +356,14 @@ class RaggedArena:
         """A new arena with this one's configuration and budget holding the given packed rows
         (the layout of ``state_dict``). Everything is checked and the new arena built before anything
         else changes: on an error this arena and ``weight`` are untouched. With ``weight`` given, that
-        tensor (e.g. an nn.Parameter) takes the new storage and becomes the new arena's weight."""
+        tensor (e.g. an nn.Parameter) takes the new storage, the new arena takes over this one's lock
+        (it replaces this arena in its table), and the caller holds ``self.lock`` exclusively."""
         self._check_packed(widths, values, state, row_state)
         widths = _int_array(widths, "widths")
         config = dict(self._config, row_init=None)
         arena = RaggedArena(widths.size, self.d_max, widths, budget_bytes=self.budget_bytes, **config)
         arena._row_init = self._row_init
-        index = arena.packed_index()
+        index = arena._packed_index()
         with torch.no_grad():
             arena.weight[index] = values.to(arena.weight.dtype).to(arena.weight.device)
             for dst, src in zip(arena.state, state):
@@ -271,6 +373,7 @@ class RaggedArena:
         if weight is not None:
             weight.data = arena.weight
             arena.weight = weight
+            arena._adopt(self.lock)
             torch.autograd.graph.increment_version(self.widths)  # a pending backward must not use the old layout
         return arena
 
@@ -305,6 +408,7 @@ class RaggedArena:
         return self._arena.capacity
 
     # ---- layout operations ----------------------------------------------
+    @_exclusive
     def append(self, widths, companions: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """Adds rows (an int: one row, or 1-D widths); returns their ids (int64)."""
         if isinstance(widths, (torch.Tensor, np.ndarray)):  # their dtype, then their rows, before a copy
@@ -336,6 +440,7 @@ class RaggedArena:
             self._write_new_rows(first, init)
         return torch.arange(first, self.num_rows, dtype=torch.int64)
 
+    @_exclusive
     def resize(self, ids, widths, companions: Sequence[torch.Tensor] = ()) -> None:
         """Batched, all-or-nothing. ``widths``: one int for all ids, or one per id. Last-wins."""
         ids = _int_array(ids, "ids")
@@ -349,6 +454,7 @@ class RaggedArena:
         companions = self._check_companions(companions)
         self._layout(lambda: self._arena.resize(ids, widths), companions)
 
+    @_exclusive
     def set_widths(self, widths, companions: Sequence[torch.Tensor] = ()) -> None:
         """Every row at once (``num_rows`` widths). Capacity becomes the total width when that grows
         it or frees more than 1/8 of it; otherwise it is kept (``compact()`` trims exactly)."""
@@ -356,6 +462,7 @@ class RaggedArena:
         companions = self._check_companions(companions)
         self._layout(lambda: self._arena.set_widths(widths), companions)
 
+    @_exclusive
     def release(self, ids, companions: Sequence[torch.Tensor] = ()) -> None:
         """Frees the rows' storage (width 0) and zeroes their per-row state."""
         ids = _int_array(ids, "ids")
@@ -364,12 +471,14 @@ class RaggedArena:
         for rs in self.row_state:
             rs[torch.from_numpy(ids.astype(np.int64, copy=False)).to(rs.device)] = 0
 
+    @_exclusive
     def compact(self, companions: Sequence[torch.Tensor] = ()) -> None:
         """Packs every row from offset 0 (fragmentation 0) and trims capacity."""
         companions = self._check_companions(companions)
         self._layout(lambda: self._arena.compact(), companions)
 
     # ---- inspection -------------------------------------------------------
+    @_shared
     def validate(self) -> None:
         """Raises RuntimeError on overlap, out-of-capacity rows or inexact accounting."""
         self._arena.validate()
@@ -385,7 +494,7 @@ class RaggedArena:
     def memory_stats(self) -> dict:
         """Bytes of the flat buffers (budget_bytes None when unbounded) and of the metadata. The budget
         bounds capacity_bytes + row_metadata_bytes."""
-        stats = self._arena.stats()
+        stats = self._arena.stats()  # one C++ call under the GIL: a consistent view without the lock
         if stats["budget_bytes"] < 0:
             stats["budget_bytes"] = None
         return stats
@@ -397,14 +506,19 @@ class RaggedArena:
         mask = cols < widths[:, None]
         return mask, (self.offsets[:, None] + cols)[mask]
 
+    @_shared
     def to_dense(self, buffer: torch.Tensor | None = None) -> torch.Tensor:
         """[num_rows, d_max] copy of ``buffer`` (default: weight), zeros past each width."""
+        return self._to_dense(buffer)
+
+    def _to_dense(self, buffer: torch.Tensor | None = None) -> torch.Tensor:
         flat = self.weight if buffer is None else buffer
         mask, index = self._dense_places()
         out = torch.zeros(self.num_rows, self.d_max, dtype=flat.dtype, device=flat.device)
         out[mask] = flat.detach()[index]
         return out
 
+    @_shared
     def load_dense(self, dense: torch.Tensor) -> None:
         """Writes the first width values of each row of ``dense`` [num_rows, d_max] into the weight, the
         inverse of to_dense; the layout and the optimizer state stay. Checks first: on an error nothing changes."""

@@ -161,14 +161,15 @@ class RaggedTable(nn.Module):
         if target.dtype != weight.dtype:
             raise TypeError(f"a pyscall table keeps the dtype it was built with ({weight.dtype}), which its "
                             f"budget counts; build it with dtype={target.dtype} instead")
-        super()._apply(fn, recurse)
-        self._bind_weight()  # the same Parameter unless torch made a new one for the converted data
-        a = self._arena
-        a.state = [fn(t) for t in a.state]
-        a.row_state = [fn(t) for t in a.row_state]
-        a._config["device"] = self.weight.device
-        a._arena.set_memory_limit(memory_ceiling(self.weight.device))  # the new device's memory bounds it
-        a._refresh()
+        with self._arena.lock.exclusive():  # every buffer changes storage: no kernel may run meanwhile
+            super()._apply(fn, recurse)
+            self._bind_weight()  # the same Parameter unless torch made a new one for the converted data
+            a = self._arena
+            a.state = [fn(t) for t in a.state]
+            a.row_state = [fn(t) for t in a.row_state]
+            a._config["device"] = self.weight.device
+            a._arena.set_memory_limit(memory_ceiling(self.weight.device))  # the new device's memory bounds it
+            a._refresh()
         return self
 
     # -- initialisation ------------------------------------------------------------------------
@@ -179,11 +180,12 @@ class RaggedTable(nn.Module):
     def reset_parameters(self) -> None:
         """As torch's: every stored value drawn again from the row init (N(0, 1), or N(0, init_std)) and the
         padding row zeroed. The layout and any optimizer state stay."""
-        index = self._arena.packed_index()
-        with torch.no_grad():
-            self.weight[index] = self._row_init(index.numel(), self.weight.dtype, self.weight.device)
-        if self.padding_idx is not None:
-            self._zero_row(self.padding_idx)
+        with self._arena.lock.shared():
+            index = self._arena._packed_index()
+            with torch.no_grad():
+                self.weight[index] = self._row_init(index.numel(), self.weight.dtype, self.weight.device)
+            if self.padding_idx is not None:
+                self._zero_row(self.padding_idx)
 
     def _zero_row(self, row: int) -> None:
         off, width = int(self._arena.offsets[row]), int(self._arena.widths[row])
@@ -200,7 +202,8 @@ class RaggedTable(nn.Module):
 
     @property
     def widths(self) -> Tensor:
-        return self._arena.widths.clone()
+        with self._arena.lock.shared():  # the view reads C++ memory that a re-layout may free
+            return self._arena.widths.clone()
 
     @property
     def budget_bytes(self) -> Optional[int]:
@@ -311,13 +314,15 @@ class RaggedTable(nn.Module):
         if optimizers and self.optimizer is not None:
             raise ValueError("optimizer= is for drop-in mode; this table's optimizer is fused "
                              f"({self.optimizer!r}) and its state moves with the rows by itself")
-        arena = self._arena
-        grads, presence = self._grad_companions()
-        relayouts = arena.relayouts
-        result = getattr(arena, method)(*args, companions=self._companions(optimizers) + grads)
-        if arena.relayouts != relayouts:  # (set_budget moves nothing unless it compacts)
-            self._layout_version += 1
-            self._set_moved_grad(grads, presence)
+        with self._arena.lock.exclusive():
+            arena = self._arena  # read under the lock: load_state_dict may have replaced it meanwhile
+            grads, presence = self._grad_companions()
+            operation = getattr(type(arena), method).unlocked
+            relayouts = arena.relayouts
+            result = operation(arena, *args, companions=self._companions(optimizers) + grads)
+            if arena.relayouts != relayouts:  # (set_budget moves nothing unless it compacts)
+                self._layout_version += 1
+                self._set_moved_grad(grads, presence)
         for opt in optimizers:
             self._aligned[opt] = self._layout_version
         return result
@@ -373,16 +378,17 @@ class RaggedTable(nn.Module):
     # -- ragged state dict -----------------------------------------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         # Compact form: values packed in row order, no n x d_max padding and no free space.
-        a = self._arena
-        index = a.packed_index()
-        destination[prefix + "widths"] = a.widths.clone()
-        destination[prefix + "values"] = a.weight.detach()[index].clone()
-        for k, buf in enumerate(a.state):
-            destination[prefix + f"state.{k}"] = buf[index].clone()
-        for k, buf in enumerate(a.row_state):
-            destination[prefix + f"row_state.{k}"] = buf.clone()
-        if self.optimizer is not None:
-            destination[prefix + "step"] = self._step.clone()
+        with self._arena.lock.shared():  # one consistent layout, even while another thread re-lays it out
+            a = self._arena
+            index = a._packed_index()
+            destination[prefix + "widths"] = a.widths.clone()
+            destination[prefix + "values"] = a.weight.detach()[index].clone()
+            for k, buf in enumerate(a.state):
+                destination[prefix + f"state.{k}"] = buf[index].clone()
+            for k, buf in enumerate(a.row_state):
+                destination[prefix + f"row_state.{k}"] = buf.clone()
+            if self.optimizer is not None:
+                destination[prefix + "step"] = self._step.clone()
 
     _load_options = None  # (strict, match_rows) while this table's own load_state_dict runs
 
@@ -427,13 +433,15 @@ class RaggedTable(nn.Module):
                               f"the checkpoint's rows")
             return
         step = self._checked_step(mine.get("step"), prefix) if self.optimizer is not None else None
-        # Builds a new arena first: on any error (budget, shapes, dtypes) this table is unchanged.
-        self._arena = a.restored(widths, mine["values"], [mine[f"state.{k}"] for k in range(len(a.state))],
-                                 [mine[f"row_state.{k}"] for k in range(len(a.row_state))], weight=self.weight)
-        self.weight.grad = None  # a gradient of the old rows means nothing for the loaded ones
-        if step is not None:
-            self._step.fill_(step)
-        self._layout_version += 1
+        with a.lock.exclusive():
+            a = self._arena
+            # Builds a new arena first: on any error (budget, shapes, dtypes) this table is unchanged.
+            self._arena = a.restored(widths, mine["values"], [mine[f"state.{k}"] for k in range(len(a.state))],
+                                     [mine[f"row_state.{k}"] for k in range(len(a.row_state))], weight=self.weight)
+            self.weight.grad = None  # a gradient of the old rows means nothing for the loaded ones
+            if step is not None:
+                self._step.fill_(step)
+            self._layout_version += 1
 
     @staticmethod
     def _checked_step(step, prefix: str) -> int:
@@ -462,11 +470,23 @@ class Embedding(RaggedTable):
     """
 
     def forward(self, input: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            return self._lookup(input, None)
+        # The layout lock, shared, from reading the layout to the kernel's end: no other thread re-lays the
+        # table out meanwhile (the backward takes it again for its own kernels).
+        lock = self._arena.lock
+        lock.acquire_shared()
+        try:
+            return self._lookup(input, lock)
+        finally:
+            lock.release_shared()
+
+    def _lookup(self, input: Tensor, lock) -> Tensor:
         weight, offsets, widths, uniform_width, states, row_states, step, hparams, optimizer = self._op_args()
         ids = self._ids(input, weight)
         out = ops.lookup(weight, offsets, widths, uniform_width, ids, self._arena.d_max,
                          -1 if self.padding_idx is None else self.padding_idx,
-                         states, row_states, step, hparams, optimizer, sparse=self.sparse)
+                         states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock)
         # A 1-D input already has the output's shape: no view (and no view node in backward).
         return out if input.dim() == 1 else out.view(*input.shape, self.embedding_dim)
 
@@ -484,6 +504,16 @@ class EmbeddingBag(RaggedTable):
 
     def forward(self, input: Tensor, offsets: Optional[Tensor] = None,
                 per_sample_weights: Optional[Tensor] = None) -> Tensor:
+        if torch.compiler.is_compiling():
+            return self._pool(input, offsets, per_sample_weights, None)
+        lock = self._arena.lock  # held shared from reading the layout to the kernel's end, as in Embedding
+        lock.acquire_shared()
+        try:
+            return self._pool(input, offsets, per_sample_weights, lock)
+        finally:
+            lock.release_shared()
+
+    def _pool(self, input: Tensor, offsets: Optional[Tensor], per_sample_weights: Optional[Tensor], lock) -> Tensor:
         weight, table_offsets, widths, uniform_width, states, row_states, step, hparams, optimizer = self._op_args()
         ids = self._ids(input, weight)
         if input.dim() == 2:
@@ -523,7 +553,7 @@ class EmbeddingBag(RaggedTable):
             per_sample_weights = per_sample_weights.reshape(-1)
         return ops.bag(weight, table_offsets, widths, uniform_width, ids, bag_offsets.contiguous(), self.mode,
                        per_sample_weights, self._arena.d_max, -1 if self.padding_idx is None else self.padding_idx,
-                       states, row_states, step, hparams, optimizer, sparse=self.sparse)
+                       states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock)
 
 
 def _check_optimizer_alignment(optimizer, args, kwargs):

@@ -374,34 +374,50 @@ _EAGER_BACKWARD_OPS = (_fused_backward_eager, _flat_backward, _per_sample_weight
 _EAGER_SPARSE_BACKWARD_OPS = (_fused_backward_eager, _sparse_backward, _per_sample_weights_grad)
 
 
+def _holding(lock, fn, *args):
+    """fn(*args) holding the table's layout lock shared (pyscall.arena.LayoutLock; None: no lock), so that
+    no other thread re-lays the table out between the check of the saved layout and the kernel's end."""
+    if lock is None:
+        return fn(*args)
+    lock.acquire_shared()
+    try:
+        return fn(*args)
+    finally:
+        lock.release_shared()
+
+
 # apply(weight, inputs): the op's arguments ride in one tuple after the weight, the only one that takes
-# a gradient, since autograd.Function.apply costs about half a microsecond per argument.
+# a gradient, since autograd.Function.apply costs about half a microsecond per argument. `lock`: the
+# table's layout lock, which the caller holds for the forward and the backward takes again.
 class _EagerLookup(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, inputs, sparse):
+    def forward(ctx, weight, inputs, sparse, lock):
         out = _lookup_forward(*inputs)
         _lookup_setup(ctx, inputs, out)
         ctx.backward_ops = _EAGER_SPARSE_BACKWARD_OPS if sparse else _EAGER_BACKWARD_OPS
+        ctx.lock = lock
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return _lookup_grad_weight(ctx, grad, ctx.backward_ops), None, None
+        return _holding(ctx.lock, _lookup_grad_weight, ctx, grad, ctx.backward_ops), None, None, None
 
 
 class _EagerBag(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, per_sample_weights, inputs, sparse):
+    def forward(ctx, weight, per_sample_weights, inputs, sparse, lock):
         # Only out: argmax rides in ctx, and autograd handles one output less.
         out, argmax = _bag_pooled(*inputs[:10])
         _bag_setup(ctx, inputs, (out, argmax))
         ctx.backward_ops = _EAGER_SPARSE_BACKWARD_OPS if sparse else _EAGER_BACKWARD_OPS
+        ctx.lock = lock
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        grad_weight, grad_psw = _bag_grads(ctx, grad, ctx.backward_ops, *ctx.needs_input_grad[:2])
-        return grad_weight, grad_psw, None, None
+        grad_weight, grad_psw = _holding(ctx.lock, _bag_grads, ctx, grad, ctx.backward_ops,
+                                         *ctx.needs_input_grad[:2])
+        return grad_weight, grad_psw, None, None, None
 
 
 def _no_sparse_under_compile(sparse: bool) -> None:
@@ -412,23 +428,25 @@ def _no_sparse_under_compile(sparse: bool) -> None:
 
 def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, d_max: int,
            padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
-           optimizer: str, sparse: bool = False) -> Tensor:
+           optimizer: str, sparse: bool = False, lock=None) -> Tensor:
     """Padded lookup ids [N] -> [N, d_max] with its backward (flat gradient, dense or sparse, or fused update).
-    uniform_width: the arena's (RaggedArena.uniform_width), never a guess."""
+    uniform_width: the arena's (RaggedArena.uniform_width), never a guess. lock: the table's LayoutLock,
+    which the caller holds (shared) around this call and the backward takes for its kernels."""
     args = (weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, row_states, step, hparams,
             optimizer)
     if torch.compiler.is_compiling():
         _no_sparse_under_compile(sparse)
         return embedding_lookup(*args)
     if torch.is_grad_enabled() and weight.requires_grad:
-        return _EagerLookup.apply(weight, args, sparse)
+        return _EagerLookup.apply(weight, args, sparse, lock)
     return _lookup_forward(*args)  # inference: no graph to record
 
 
 def bag(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, bag_offsets: Tensor,
         mode: str, per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int, states: list[Tensor],
-        row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str, sparse: bool = False) -> Tensor:
-    """Pooled lookup over bags [B+1] -> [B, d_max] with its backward."""
+        row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str, sparse: bool = False,
+        lock=None) -> Tensor:
+    """Pooled lookup over bags [B+1] -> [B, d_max] with its backward (lock: as for lookup)."""
     args = (weight, offsets, widths, uniform_width, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx,
             states, row_states, step, hparams, optimizer)
     if torch.compiler.is_compiling():
@@ -436,5 +454,5 @@ def bag(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids
         return bag_lookup(*args)[0]
     psw_grad = per_sample_weights is not None and per_sample_weights.requires_grad
     if torch.is_grad_enabled() and (weight.requires_grad or psw_grad):
-        return _EagerBag.apply(weight, per_sample_weights, args, sparse)
+        return _EagerBag.apply(weight, per_sample_weights, args, sparse, lock)
     return _bag_pooled(*args[:10])[0]  # inference: no graph to record

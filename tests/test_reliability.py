@@ -7,13 +7,15 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
 
 import pyscall
 from pyscall import checkpoint
-from pyscall.arena import METADATA_BYTES_PER_ROW as META, memory_ceiling
+from pyscall.arena import METADATA_BYTES_PER_ROW as META, LayoutLock, RaggedArena, memory_ceiling
 from pyscall.errors import CheckpointError
 
 
@@ -359,3 +361,50 @@ def test_a_budget_that_compacts_moves_a_torch_optimizers_state_or_refuses_its_st
     e.budget_bytes = e.memory_stats()["used_bytes"] + e.memory_stats()["row_metadata_bytes"]
     with pytest.raises(RuntimeError, match="predates a change of its row layout"):
         opt.step()
+
+
+# ---- the layout lock ----------------------------------------------------------------------------------------
+def test_layout_lock_lets_readers_share_and_a_writer_exclude_them():
+    lock = LayoutLock()
+    lock.acquire_shared()
+    lock.acquire_shared()  # two readers at once
+    order = []
+    writer = threading.Thread(target=lambda: (lock.acquire_exclusive(), order.append("writer"),
+                                              lock.release_exclusive()))
+    writer.start()
+    time.sleep(0.05)
+    assert order == []  # the writer waits for both readers
+    late = threading.Thread(target=lambda: (lock.acquire_shared(), order.append("late reader"),
+                                            lock.release_shared()))
+    late.start()
+    time.sleep(0.05)
+    assert order == []  # a reader that comes while a writer waits queues behind it
+    lock.release_shared()
+    lock.release_shared()
+    writer.join(5)
+    late.join(5)
+    assert order == ["writer", "late reader"]
+
+
+def test_a_layout_change_waits_for_a_running_lookup():
+    e = pyscall.Embedding(1000, 16, optimizer="adam")
+    e._arena.lock.acquire_shared()  # a lookup in flight
+    done = threading.Event()
+    changer = threading.Thread(target=lambda: (e.set_widths(torch.full((1000,), 4, dtype=torch.int32)), done.set()))
+    changer.start()
+    try:
+        assert not done.wait(0.1)
+        assert set(e._arena._arena.widths.tolist()) == {16}  # the metadata, read without the lock: untouched
+    finally:
+        e._arena.lock.release_shared()
+    changer.join(5)
+    assert done.is_set() and e.widths.unique().tolist() == [4]
+
+
+def test_a_copy_of_a_table_has_a_lock_of_its_own():
+    import copy
+    e = pyscall.Embedding(10, 4)
+    c = copy.deepcopy(e)
+    assert c._arena.lock is not e._arena.lock
+    a = RaggedArena(3, 4)
+    assert copy.deepcopy(a).lock is not a.lock
