@@ -40,8 +40,10 @@ Semantics shared by every operation:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
+import weakref
 from typing import Callable, Sequence
 
 import numpy as np
@@ -64,13 +66,23 @@ class LayoutLock:
     reads of the layout hold it shared. A waiting writer holds the turnstile, so that a stream of
     readers cannot starve it. Not reentrant: a thread holding it must not take it again."""
 
-    __slots__ = ("_turnstile", "_count", "_room", "_readers")
+    __slots__ = ("_turnstile", "_count", "_room", "_readers", "key", "arena", "__weakref__")
+    _keys = itertools.count(1)
+    _by_key = weakref.WeakValueDictionary()
 
     def __init__(self):
         self._turnstile = threading.Lock()  # held by a writer from the time it waits for the room
         self._count = threading.Lock()      # guards _readers
         self._room = threading.Lock()       # held by one writer, or by the readers as a group
         self._readers = 0
+        self.key = next(LayoutLock._keys)   # how a compiled op, which takes ints, names the lock
+        self.arena = None                   # weak reference to the table's current arena
+        LayoutLock._by_key[self.key] = self
+
+    @classmethod
+    def find(cls, key: int) -> "LayoutLock | None":
+        """The lock of that key, if its table is still alive."""
+        return cls._by_key.get(key)
 
     def acquire_shared(self) -> None:
         self._turnstile.acquire()  # waits behind a writer that is waiting or working
@@ -308,6 +320,8 @@ class RaggedArena:
     def _adopt(self, lock: LayoutLock) -> None:
         """Makes `lock` this arena's (a table keeps its lock when load_state_dict gives it a new arena)."""
         self.lock = lock
+        self.lock_key = lock.key  # what a compiled graph passes to the ops (an int, constant per table)
+        lock.arena = weakref.ref(self)
 
     # ---- views and sizes -------------------------------------------------
     def _refresh(self) -> None:

@@ -470,7 +470,7 @@ class Embedding(RaggedTable):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():  # the compiled ops take the lock themselves, named by its key
             return self._lookup(input, None)
         # The layout lock, shared, from reading the layout to the kernel's end: no other thread re-lays the
         # table out meanwhile (the backward takes it again for its own kernels).
@@ -486,7 +486,8 @@ class Embedding(RaggedTable):
         ids = self._ids(input, weight)
         out = ops.lookup(weight, offsets, widths, uniform_width, ids, self._arena.d_max,
                          -1 if self.padding_idx is None else self.padding_idx,
-                         states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock)
+                         states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock,
+                         table=0 if lock is not None else self._arena.lock_key)
         # A 1-D input already has the output's shape: no view (and no view node in backward).
         return out if input.dim() == 1 else out.view(*input.shape, self.embedding_dim)
 
@@ -553,7 +554,8 @@ class EmbeddingBag(RaggedTable):
             per_sample_weights = per_sample_weights.reshape(-1)
         return ops.bag(weight, table_offsets, widths, uniform_width, ids, bag_offsets.contiguous(), self.mode,
                        per_sample_weights, self._arena.d_max, -1 if self.padding_idx is None else self.padding_idx,
-                       states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock)
+                       states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock,
+                       table=0 if lock is not None else self._arena.lock_key)
 
 
 def _check_optimizer_alignment(optimizer, args, kwargs):

@@ -405,6 +405,29 @@ def test_a_copy_of_a_table_has_a_lock_of_its_own():
     import copy
     e = pyscall.Embedding(10, 4)
     c = copy.deepcopy(e)
-    assert c._arena.lock is not e._arena.lock
+    assert c._arena.lock is not e._arena.lock and c._arena.lock.arena() is c._arena
     a = RaggedArena(3, 4)
     assert copy.deepcopy(a).lock is not a.lock
+
+
+def test_a_compiled_op_refuses_metadata_that_a_layout_change_replaced():
+    # A compiled graph reads the table's offsets and widths before its ops run; the op takes the lock (named by
+    # an int key, all a custom op takes) and checks they are still the table's before it reads them.
+    e = pyscall.Embedding(50, 8, widths=[4] * 50, optimizer="adam")
+    weight, offsets, widths, uniform, states, row_states, step, hparams, optimizer = e._op_args()
+    args = (weight, offsets, widths, uniform, torch.tensor([1, 2]), 8, -1, states, row_states, step, hparams,
+            optimizer)
+    key = e._arena.lock_key
+    assert torch.equal(torch.ops.pyscall.embedding_lookup(*args, key), e(torch.tensor([1, 2])).detach())
+    e.append(torch.full((1000,), 8, dtype=torch.int32))  # new metadata vectors: the views above are stale
+    with pytest.raises(RuntimeError, match="row layout changed"):
+        torch.ops.pyscall.embedding_lookup(*args, key)
+    grad = torch.ones(2, 8)
+    with pytest.raises(RuntimeError, match="row layout changed"):
+        torch.ops.pyscall.fused_backward(weight, states, row_states, step, hparams, optimizer, grad,
+                                         torch.tensor([1, 2]), None, offsets, widths, uniform, "", None, None, -1, key)
+    # The refusals let the lock go: a layout change still gets it.
+    changer = threading.Thread(target=lambda: e.set_widths(torch.full((1050,), 2, dtype=torch.int32)))
+    changer.start()
+    changer.join(10)
+    assert not changer.is_alive() and e.widths.unique().tolist() == [2]
