@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import threading
 import weakref
 from typing import Callable, Sequence
 
@@ -61,50 +60,26 @@ METADATA_BYTES_PER_ROW = 16
 _MAX_BYTES = 2**63 - 1
 
 
-class LayoutLock:
-    """A readers-writer lock for one table: layout changes hold it exclusively, lookups, updates and
-    reads of the layout hold it shared. A waiting writer holds the turnstile, so that a stream of
-    readers cannot starve it. Not reentrant: a thread holding it must not take it again."""
+class LayoutLock(_C.LayoutLock):
+    """A readers-writer lock for one table (csrc/arena/layout_lock.h): layout changes hold it exclusively,
+    lookups, updates and reads of the layout hold it shared; writers are preferred, so a stream of lookups
+    cannot starve a layout change. Not reentrant: a thread holding it must not take it again.
+    acquire_shared/release_shared and acquire_exclusive/release_exclusive come from C++ (a pair costs about
+    0.16 us from Python, against 0.5-0.7 us for the same lock made of three threading.Locks)."""
 
-    __slots__ = ("_turnstile", "_count", "_room", "_readers", "key", "arena", "__weakref__")
     _keys = itertools.count(1)
     _by_key = weakref.WeakValueDictionary()
 
     def __init__(self):
-        self._turnstile = threading.Lock()  # held by a writer from the time it waits for the room
-        self._count = threading.Lock()      # guards _readers
-        self._room = threading.Lock()       # held by one writer, or by the readers as a group
-        self._readers = 0
-        self.key = next(LayoutLock._keys)   # how a compiled op, which takes ints, names the lock
-        self.arena = None                   # weak reference to the table's current arena
+        super().__init__()
+        self.key = next(LayoutLock._keys)  # how a compiled op, which takes ints, names the lock
+        self.arena = None                  # weak reference to the table's current arena
         LayoutLock._by_key[self.key] = self
 
     @classmethod
     def find(cls, key: int) -> "LayoutLock | None":
         """The lock of that key, if its table is still alive."""
         return cls._by_key.get(key)
-
-    def acquire_shared(self) -> None:
-        self._turnstile.acquire()  # waits behind a writer that is waiting or working
-        self._turnstile.release()
-        with self._count:
-            self._readers += 1
-            if self._readers == 1:
-                self._room.acquire()
-
-    def release_shared(self) -> None:
-        with self._count:
-            self._readers -= 1
-            if self._readers == 0:
-                self._room.release()
-
-    def acquire_exclusive(self) -> None:
-        self._turnstile.acquire()
-        self._room.acquire()
-
-    def release_exclusive(self) -> None:
-        self._room.release()
-        self._turnstile.release()
 
     @contextlib.contextmanager
     def shared(self):

@@ -9,6 +9,7 @@
 
 #include "arena/arena.h"
 #include "arena/huge_pages.h"
+#include "arena/layout_lock.h"
 #include "arena/plan.h"
 
 namespace py = pybind11;
@@ -67,6 +68,22 @@ void bind_arena(py::module_& m) {
       PyErr_SetString(PyExc_MemoryError, e.what());
     }
   });
+
+  // Subclassed in Python (pyscall.arena.LayoutLock), which adds the key and the context managers.
+  py::class_<pyscall::LayoutLock>(m, "LayoutLock", "A table's readers-writer lock (writers preferred).")
+      .def(py::init<>())
+      .def("acquire_shared", [](pyscall::LayoutLock& l) {
+        if (l.try_shared()) return;
+        py::gil_scoped_release nogil;  // wait without the GIL: the writer may need it to finish
+        l.wait_shared();
+      })
+      .def("release_shared", &pyscall::LayoutLock::release)
+      .def("acquire_exclusive", [](pyscall::LayoutLock& l) {
+        if (l.try_exclusive()) return;
+        py::gil_scoped_release nogil;
+        l.wait_exclusive();
+      })
+      .def("release_exclusive", &pyscall::LayoutLock::release);
 
   py::class_<Step>(m, "Step", "Row moves: copy `copy` elements src -> dst, zero dst[copy:total].")
       .def_property_readonly("src", [](py::object s) { return view(s.cast<Step&>().src, s); })
