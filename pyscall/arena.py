@@ -17,9 +17,21 @@ Semantics shared by every operation:
   (ids), ValueError (widths, shapes) or TypeError (dtypes). In every such case
   widths, values, optimizer state and statistics are unchanged; so they are when
   a buffer cannot be allocated (out of memory) while the rows move.
-- ``budget_bytes`` covers weight, per-element state and per-row state (float32).
-  ``companions`` (extra flat tensors with the weight's layout, e.g. a torch
-  optimizer's ``exp_avg``) move with the rows but do not count toward it.
+- ``budget_bytes`` covers weight, per-element state, per-row state (float32) and
+  the rows' metadata, counted at ``METADATA_BYTES_PER_ROW`` (16) bytes a row
+  (``memory_stats()["row_metadata_bytes"]``): ``capacity_bytes +
+  row_metadata_bytes <= budget_bytes``. A request that would not fit is refused
+  before anything is allocated, as is one larger than the machine's memory
+  (MemoryError), budget or not. ``companions`` (extra flat tensors with the
+  weight's layout, e.g. a torch optimizer's ``exp_avg``) move with the rows but
+  do not count toward it, nor does the working memory of one operation (its
+  plan and an undo copy of the metadata).
+- Threads: ``lock`` is the table's readers-writer lock. Layout operations hold
+  it exclusively, reads of the layout (``to_dense``, ``validate``, kernels
+  called by the modules) hold it shared, so no thread reads a buffer or the
+  metadata while another re-lays them out. Code of your own that reads
+  ``weight``, ``offsets`` or ``widths`` while other threads may change the
+  layout holds ``with arena.lock.shared():``.
 - ``offsets``/``widths`` are zero-copy views of the C++ metadata: read them,
   never write them, and re-read them after each operation. ``uniform_width``
   is W > 0 while every row has width W at offset ``id * W`` (a table built
@@ -27,6 +39,10 @@ Semantics shared by every operation:
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+import weakref
 from typing import Callable, Sequence
 
 import numpy as np
@@ -34,9 +50,119 @@ import torch
 
 from . import _C
 
-__all__ = ["RaggedArena"]
+__all__ = ["RaggedArena", "LayoutLock", "METADATA_BYTES_PER_ROW"]
 
 _INDEX_DTYPES = (torch.int32, torch.int64)
+
+# What the budget counts for each row's metadata (csrc/arena/arena.h, kMetadataBytesPerRow).
+METADATA_BYTES_PER_ROW = 16
+
+_MAX_BYTES = 2**63 - 1
+
+
+class LayoutLock(_C.LayoutLock):
+    """A readers-writer lock for one table (csrc/arena/layout_lock.h): layout changes hold it exclusively,
+    lookups, updates and reads of the layout hold it shared; writers are preferred, so a stream of lookups
+    cannot starve a layout change. Not reentrant: a thread holding it must not take it again.
+    acquire_shared/release_shared and acquire_exclusive/release_exclusive come from C++ (a pair costs about
+    0.16 us from Python, against 0.5-0.7 us for the same lock made of three threading.Locks)."""
+
+    _keys = itertools.count(1)
+    _by_key = weakref.WeakValueDictionary()
+
+    def __init__(self):
+        super().__init__()
+        self.key = next(LayoutLock._keys)  # how a compiled op, which takes ints, names the lock
+        self.arena = None                  # weak reference to the table's current arena
+        LayoutLock._by_key[self.key] = self
+
+    @classmethod
+    def find(cls, key: int) -> "LayoutLock | None":
+        """The lock of that key, if its table is still alive."""
+        return cls._by_key.get(key)
+
+    @contextlib.contextmanager
+    def shared(self):
+        self.acquire_shared()
+        try:
+            yield
+        finally:
+            self.release_shared()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        self.acquire_exclusive()
+        try:
+            yield
+        finally:
+            self.release_exclusive()
+
+
+def _exclusive(method):
+    """Runs a layout method holding the arena's lock exclusively."""
+    def locked(self, *args, **kwargs):
+        lock = self.lock
+        lock.acquire_exclusive()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            lock.release_exclusive()
+    locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
+    locked.unlocked = method
+    return locked
+
+
+def _shared(method):
+    """Runs a method that reads the layout holding the arena's lock shared."""
+    def locked(self, *args, **kwargs):
+        lock = self.lock
+        lock.acquire_shared()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            lock.release_shared()
+    locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
+    locked.unlocked = method
+    return locked
+
+
+def _meminfo_bytes(*fields: str) -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            values = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
+        return sum(values[k] for k in fields)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def memory_ceiling(device: torch.device) -> int:
+    """Bytes no table on `device` can hold: a CUDA device's memory, or the host's RAM and swap
+    (-1 when unknown). A request above it is refused before anything is allocated."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        except Exception:  # noqa: BLE001 - no driver or no such device: no ceiling
+            return -1
+    if device.type == "cpu":
+        total = _meminfo_bytes("MemTotal", "SwapTotal")
+        if total is None:
+            try:
+                total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            except (AttributeError, ValueError, OSError):
+                return -1
+        return int(total)
+    return -1
+
+
+def check_budget_bytes(budget_bytes) -> int | None:
+    """budget_bytes as an int (None: unbounded); a clear error for anything that is not an int in [0, 2**63)."""
+    if budget_bytes is None:
+        return None
+    if isinstance(budget_bytes, (bool, np.bool_)) or not isinstance(budget_bytes, (int, np.integer)):
+        raise TypeError(f"budget_bytes must be None or an int, got {type(budget_bytes).__name__} {budget_bytes!r}")
+    if not 0 <= budget_bytes <= _MAX_BYTES:
+        raise ValueError(f"budget_bytes must be None or an int in [0, 2**63), got {budget_bytes!r}")
+    return int(budget_bytes)
 
 
 def _cpu_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -67,11 +193,19 @@ def _grow(buffers: list, old: int, allocate: Callable[[torch.Tensor], torch.Tens
         raise
 
 
-def _int_array(x, what: str) -> np.ndarray:
-    """A 1-D int32/int64 numpy view of ``x`` (tensor, ndarray, int or list); never from floats."""
+def _check_int_dtype(x, what: str) -> None:
+    """TypeError unless the tensor or array `x` holds integers _int_array takes (not bools or floats)."""
     if isinstance(x, torch.Tensor):
         if x.dtype not in _INDEX_DTYPES:
             raise TypeError(f"{what} must be an int32 or int64 tensor, got {x.dtype}")
+    elif x.size and (x.dtype.kind not in "iu" or x.dtype == np.uint64):  # (numpy makes [] float64)
+        raise TypeError(f"{what} must be integers (int32 or int64), got dtype {x.dtype}")
+
+
+def _int_array(x, what: str) -> np.ndarray:
+    """A 1-D int32/int64 numpy view of ``x`` (tensor, ndarray, int or list); never from floats."""
+    if isinstance(x, torch.Tensor):
+        _check_int_dtype(x, what)
         if x.device.type != "cpu":
             raise ValueError(f"{what} must be on the cpu (layout runs on the host), got {x.device}")
         return x.reshape(-1).contiguous().numpy()
@@ -102,17 +236,16 @@ class RaggedArena:
                  device="cpu", state_per_element: int = 0, state_per_row: int = 0,
                  state_dtype=torch.float32, budget_bytes: int | None = None,
                  row_init: Callable[[int, torch.dtype, torch.device], torch.Tensor] | None = None):
-        if not isinstance(num_rows, (int, np.integer)) or num_rows < 0:
-            raise ValueError(f"num_rows must be an int >= 0, got {num_rows!r}")
-        if not isinstance(d_max, (int, np.integer)) or d_max < 0:
-            raise ValueError(f"d_max must be an int >= 0, got {d_max!r}")
+        for name, value in (("num_rows", num_rows), ("d_max", d_max)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            if not 0 <= value <= _MAX_BYTES:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         if state_per_element not in (0, 1, 2):
             raise ValueError(f"state_per_element must be 0, 1 or 2, got {state_per_element!r}")
         if state_per_row not in (0, 1):
             raise ValueError(f"state_per_row must be 0 or 1, got {state_per_row!r}")
-        if budget_bytes is not None and (not isinstance(budget_bytes, (int, np.integer))
-                                         or budget_bytes < 0):
-            raise ValueError(f"budget_bytes must be None or an int >= 0, got {budget_bytes!r}")
+        budget_bytes = check_budget_bytes(budget_bytes)
         dtype = _check_dtype(dtype, "dtype")
         state_dtype = _check_dtype(state_dtype, "state_dtype")
         device = torch.device(device)
@@ -120,6 +253,9 @@ class RaggedArena:
         bytes_per_element = torch.empty(0, dtype=dtype).element_size() + state_per_element * state_size
         self._arena = _C.Arena(int(d_max), bytes_per_element, state_per_row * 4,
                                -1 if budget_bytes is None else int(budget_bytes))
+        self._arena.set_memory_limit(memory_ceiling(device))
+        self._adopt(LayoutLock())
+        self.relayouts = 0  # layout operations that went through (a table tells from it whether rows moved)
         self.d_max = int(d_max)
         self._row_init = row_init
         self._config = dict(dtype=dtype, device=device, state_per_element=state_per_element,
@@ -129,24 +265,38 @@ class RaggedArena:
                       for _ in range(state_per_element)]
         self.row_state = [torch.zeros(0, dtype=torch.float32, device=device)  # per-row state is float32
                           for _ in range(state_per_row)]
-        if widths is None:
-            widths = np.full(int(num_rows), int(d_max), dtype=np.int64)
+        self._refresh()
+        if widths is None:  # every row d_max wide, refused by the budget before any array is built
+            self._arena.check_append(int(num_rows), min(int(num_rows) * int(d_max), _MAX_BYTES // 4))
+            self._append(int(num_rows), (), uniform=int(d_max))
+            return
+        self._arena.check_append(int(num_rows), 0)  # the rows' metadata, before their widths are copied
         widths = _int_array(widths, "widths")
         if widths.size != num_rows:
             raise ValueError(f"widths must have num_rows={num_rows} entries, got {widths.size}")
-        self._refresh()
         self.append(widths)
 
     # Pickling (and copy.deepcopy) keeps the exact layout, so the buffers, and any torch optimizer state
     # laid out like them, come back valid; offsets and widths become views of the new metadata.
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_arena"] = self._arena.layout_state()
+        with self.lock.shared():
+            state = self.__dict__.copy()
+            state["_arena"] = self._arena.layout_state()
+        del state["lock"]  # a copy gets a lock of its own
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _arena=_C.Arena.with_layout(*state["_arena"]))
+        self.__dict__.setdefault("relayouts", 0)  # (pickled before it existed)
+        self._arena.set_memory_limit(memory_ceiling(self.weight.device))
+        self._adopt(LayoutLock())
         self._refresh()
+
+    def _adopt(self, lock: LayoutLock) -> None:
+        """Makes `lock` this arena's (a table keeps its lock when load_state_dict gives it a new arena)."""
+        self.lock = lock
+        self.lock_key = lock.key  # what a compiled graph passes to the ops (an int, constant per table)
+        lock.arena = weakref.ref(self)
 
     # ---- views and sizes -------------------------------------------------
     def _refresh(self) -> None:
@@ -165,19 +315,25 @@ class RaggedArena:
     def budget_bytes(self) -> int | None:
         return self.memory_stats()["budget_bytes"]
 
-    def set_budget(self, budget_bytes: int | None) -> None:
-        """A new budget (None: unbounded); compacts first when only the slack is over it.
-        Raises BudgetExceededError, changing nothing, when the rows in use do not fit."""
-        if budget_bytes is not None and (not isinstance(budget_bytes, (int, np.integer)) or budget_bytes < 0):
-            raise ValueError(f"budget_bytes must be None or an int >= 0, got {budget_bytes!r}")
-        stats = self.memory_stats()
-        held_if_packed = stats["used_bytes"] + stats["num_rows"] * stats["bytes_per_row"]
-        if budget_bytes is not None and stats["capacity_bytes"] > budget_bytes >= held_if_packed:
-            self.compact()
-        self._arena.set_budget(-1 if budget_bytes is None else int(budget_bytes))
+    @_exclusive
+    def set_budget(self, budget_bytes: int | None, companions: Sequence[torch.Tensor] = ()) -> None:
+        """A new budget (None: unbounded); compacts first when only the slack is over it (moving the
+        companions with the rows). Raises BudgetExceededError, changing nothing, when the rows in use do not fit."""
+        budget_bytes = check_budget_bytes(budget_bytes)
+        companions = self._check_companions(companions)
+        stats = self._arena.stats()
+        held = stats["capacity_bytes"] + stats["row_metadata_bytes"]
+        held_if_packed = stats["used_bytes"] + stats["row_metadata_bytes"]
+        if budget_bytes is not None and held > budget_bytes >= held_if_packed:
+            self._layout(lambda: self._arena.compact(), companions)
+        self._arena.set_budget(-1 if budget_bytes is None else budget_bytes)
 
+    @_shared
     def packed_index(self) -> torch.Tensor:
         """Flat positions of every stored value, row after row in id order (int64, on the weight's device)."""
+        return self._packed_index()
+
+    def _packed_index(self) -> torch.Tensor:
         widths = self.widths.to(torch.int64)
         total = int(widths.sum())
         starts = torch.repeat_interleave(self.offsets - (torch.cumsum(widths, 0) - widths), widths,
@@ -187,24 +343,16 @@ class RaggedArena:
     def restored(self, widths, values: torch.Tensor, state: Sequence[torch.Tensor],
                  row_state: Sequence[torch.Tensor], weight: torch.Tensor | None = None) -> "RaggedArena":
         """A new arena with this one's configuration and budget holding the given packed rows
-        (the layout of ``state_dict``). This arena is untouched; with ``weight`` given, that
-        tensor (e.g. an nn.Parameter) takes the new storage and becomes the new arena's weight."""
+        (the layout of ``state_dict``). Everything is checked and the new arena built before anything
+        else changes: on an error this arena and ``weight`` are untouched. With ``weight`` given, that
+        tensor (e.g. an nn.Parameter) takes the new storage, the new arena takes over this one's lock
+        (it replaces this arena in its table), and the caller holds ``self.lock`` exclusively."""
+        self._check_packed(widths, values, state, row_state)
         widths = _int_array(widths, "widths")
-        if widths.size and (widths.min() < 0 or widths.max() > self.d_max):  # before the sizes they imply
-            raise ValueError(f"widths must lie in [0, d_max={self.d_max}], got [{widths.min()}, {widths.max()}]")
-        total = int(widths.sum(dtype=np.int64))
-        for name, t, numel in [("values", values, total), *[(f"state.{k}", v, total) for k, v in enumerate(state)],
-                               *[(f"row_state.{k}", v, widths.size) for k, v in enumerate(row_state)]]:
-            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != numel:
-                raise ValueError(f"{name} must be a 1-D tensor of {numel} elements, got "
-                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-        if len(state) != len(self.state) or len(row_state) != len(self.row_state):
-            raise ValueError(f"expected {len(self.state)} state and {len(self.row_state)} row_state buffers, "
-                             f"got {len(state)} and {len(row_state)}")
         config = dict(self._config, row_init=None)
         arena = RaggedArena(widths.size, self.d_max, widths, budget_bytes=self.budget_bytes, **config)
         arena._row_init = self._row_init
-        index = arena.packed_index()
+        index = arena._packed_index()
         with torch.no_grad():
             arena.weight[index] = values.to(arena.weight.dtype).to(arena.weight.device)
             for dst, src in zip(arena.state, state):
@@ -214,8 +362,30 @@ class RaggedArena:
         if weight is not None:
             weight.data = arena.weight
             arena.weight = weight
+            arena._adopt(self.lock)
             torch.autograd.graph.increment_version(self.widths)  # a pending backward must not use the old layout
         return arena
+
+    def _check_packed(self, widths, values, state, row_state) -> None:
+        """The checks of restored(): shapes, dtypes and widths of packed rows, before anything is built."""
+        if not isinstance(widths, (torch.Tensor, np.ndarray, list, tuple)) or np.ndim(widths) != 1:
+            raise ValueError(f"widths must be a 1-D tensor of row widths, got "
+                             f"{tuple(np.shape(widths)) if hasattr(widths, 'shape') else type(widths).__name__}")
+        widths = _int_array(widths, "widths")
+        if widths.size and (widths.min() < 0 or widths.max() > self.d_max):  # before the sizes they imply
+            raise ValueError(f"widths must lie in [0, d_max={self.d_max}], got [{widths.min()}, {widths.max()}]")
+        if len(state) != len(self.state) or len(row_state) != len(self.row_state):
+            raise ValueError(f"expected {len(self.state)} state and {len(self.row_state)} row_state buffers, "
+                             f"got {len(state)} and {len(row_state)}")
+        total = int(widths.sum(dtype=np.int64))
+        for name, t, numel in [("values", values, total), *[(f"state.{k}", v, total) for k, v in enumerate(state)],
+                               *[(f"row_state.{k}", v, widths.size) for k, v in enumerate(row_state)]]:
+            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != numel:
+                raise ValueError(f"{name} must be a 1-D tensor of {numel} elements, got "
+                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+            if not t.is_floating_point():  # never cast integers, bools or complex numbers silently
+                raise TypeError(f"{name} must be a floating-point tensor (the table holds "
+                                f"{self.weight.dtype}), got {t.dtype}")
 
     @property
     def num_rows(self) -> int:
@@ -227,20 +397,39 @@ class RaggedArena:
         return self._arena.capacity
 
     # ---- layout operations ----------------------------------------------
+    @_exclusive
     def append(self, widths, companions: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """Adds rows (an int: one row, or 1-D widths); returns their ids (int64)."""
+        if isinstance(widths, (torch.Tensor, np.ndarray)):  # their dtype, then their rows, before a copy
+            _check_int_dtype(widths, "widths")
+            self._arena.check_append(int(np.prod(widths.shape)), 0)
         widths = _int_array(widths, "widths")
+        return self._append(widths, companions)
+
+    def _append(self, widths, companions, uniform: int | None = None) -> torch.Tensor:
+        """append's body; with `uniform`, `widths` is a row count and every new row is that wide."""
         companions = self._check_companions(companions)
+        count = widths if uniform is not None else widths.size
+        if uniform is None:
+            if widths.size and (widths.min() < 0 or widths.max() > self.d_max):
+                bad = int(np.flatnonzero((widths < 0) | (widths > self.d_max))[0])
+                raise ValueError(f"width {widths[bad]} at position {bad} is outside [0, d_max={self.d_max}]")
+            # Then the budget: the row init and the per-row state below allocate for every new row.
+            self._arena.check_append(count, int(widths.sum(dtype=np.int64)))
         first = self.num_rows
-        init = self._initial_values(widths)
-        row_state = [torch.cat([rs, rs.new_zeros(widths.size)]) for rs in self.row_state]
-        self._layout(lambda: self._arena.append(widths), companions)
+        init = self._initial_values(widths if uniform is None else None, count, uniform)
+        row_state = [torch.cat([rs, rs.new_zeros(count)]) for rs in self.row_state]
+        if uniform is None:
+            self._layout(lambda: self._arena.append(widths), companions)
+        else:
+            self._layout(lambda: self._arena.append_uniform(count, uniform), companions)
         for rs, grown in zip(self.row_state, row_state):
             rs.data = grown
         if init is not None:
             self._write_new_rows(first, init)
         return torch.arange(first, self.num_rows, dtype=torch.int64)
 
+    @_exclusive
     def resize(self, ids, widths, companions: Sequence[torch.Tensor] = ()) -> None:
         """Batched, all-or-nothing. ``widths``: one int for all ids, or one per id. Last-wins."""
         ids = _int_array(ids, "ids")
@@ -254,6 +443,7 @@ class RaggedArena:
         companions = self._check_companions(companions)
         self._layout(lambda: self._arena.resize(ids, widths), companions)
 
+    @_exclusive
     def set_widths(self, widths, companions: Sequence[torch.Tensor] = ()) -> None:
         """Every row at once (``num_rows`` widths). Capacity becomes the total width when that grows
         it or frees more than 1/8 of it; otherwise it is kept (``compact()`` trims exactly)."""
@@ -261,6 +451,7 @@ class RaggedArena:
         companions = self._check_companions(companions)
         self._layout(lambda: self._arena.set_widths(widths), companions)
 
+    @_exclusive
     def release(self, ids, companions: Sequence[torch.Tensor] = ()) -> None:
         """Frees the rows' storage (width 0) and zeroes their per-row state."""
         ids = _int_array(ids, "ids")
@@ -269,12 +460,14 @@ class RaggedArena:
         for rs in self.row_state:
             rs[torch.from_numpy(ids.astype(np.int64, copy=False)).to(rs.device)] = 0
 
+    @_exclusive
     def compact(self, companions: Sequence[torch.Tensor] = ()) -> None:
         """Packs every row from offset 0 (fragmentation 0) and trims capacity."""
         companions = self._check_companions(companions)
         self._layout(lambda: self._arena.compact(), companions)
 
     # ---- inspection -------------------------------------------------------
+    @_shared
     def validate(self) -> None:
         """Raises RuntimeError on overlap, out-of-capacity rows or inexact accounting."""
         self._arena.validate()
@@ -288,8 +481,9 @@ class RaggedArena:
                                    f"num_rows is {self.num_rows}")
 
     def memory_stats(self) -> dict:
-        """Bytes of the flat buffers (budget_bytes None when unbounded) and of the metadata."""
-        stats = self._arena.stats()
+        """Bytes of the flat buffers (budget_bytes None when unbounded) and of the metadata. The budget
+        bounds capacity_bytes + row_metadata_bytes."""
+        stats = self._arena.stats()  # one C++ call under the GIL: a consistent view without the lock
         if stats["budget_bytes"] < 0:
             stats["budget_bytes"] = None
         return stats
@@ -301,14 +495,19 @@ class RaggedArena:
         mask = cols < widths[:, None]
         return mask, (self.offsets[:, None] + cols)[mask]
 
+    @_shared
     def to_dense(self, buffer: torch.Tensor | None = None) -> torch.Tensor:
         """[num_rows, d_max] copy of ``buffer`` (default: weight), zeros past each width."""
+        return self._to_dense(buffer)
+
+    def _to_dense(self, buffer: torch.Tensor | None = None) -> torch.Tensor:
         flat = self.weight if buffer is None else buffer
         mask, index = self._dense_places()
         out = torch.zeros(self.num_rows, self.d_max, dtype=flat.dtype, device=flat.device)
         out[mask] = flat.detach()[index]
         return out
 
+    @_shared
     def load_dense(self, dense: torch.Tensor) -> None:
         """Writes the first width values of each row of ``dense`` [num_rows, d_max] into the weight, the
         inverse of to_dense; the layout and the optimizer state stay. Checks first: on an error nothing changes."""
@@ -358,6 +557,7 @@ class RaggedArena:
             self._arena.undo()  # a no-op if the operation refused up front or _apply committed
             self._refresh()
             raise
+        self.relayouts += 1
 
     def _apply(self, plan, buffers) -> None:
         """Replays the plan on the buffers: the one place data moves. Every buffer it needs is
@@ -431,13 +631,15 @@ class RaggedArena:
             b.data = t
         self._refresh()
 
-    def _initial_values(self, widths: np.ndarray) -> torch.Tensor | None:
-        """Row init for appended rows, drawn before any metadata changes so a bad init changes nothing."""
-        if self._row_init is None or widths.size == 0:
+    def _initial_values(self, widths: np.ndarray | None, count: int, uniform: int | None) -> torch.Tensor | None:
+        """Row init for appended rows (`widths`, or `count` rows `uniform` wide), drawn before any metadata
+        changes so a bad init changes nothing."""
+        if self._row_init is None or count == 0:
             return None
-        if widths.min() < 0 or widths.max() > self.d_max:
-            return None  # the arena rejects these widths
-        total = int(widths.sum(dtype=np.int64))
+        if uniform is None:
+            total = int(widths.sum(dtype=np.int64))
+        else:
+            total = count * uniform
         values = self._row_init(total, self.weight.dtype, self.weight.device)
         if not isinstance(values, torch.Tensor) or values.dim() != 1 or values.numel() != total:
             raise ValueError(f"row_init must return a 1-D tensor of {total} elements, got "

@@ -7,6 +7,8 @@ the arena (`pyscall.arena.RaggedArena`) that also keeps a torch optimizer's stat
 """
 from __future__ import annotations
 
+import math
+import numbers
 import weakref
 from typing import Iterable, Optional, Union
 
@@ -16,7 +18,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import ops
-from .arena import RaggedArena
+from .arena import RaggedArena, check_budget_bytes, memory_ceiling
 
 # Fused optimizers: per-element state buffers, per-row state buffers, default hyper-parameters.
 FUSED_OPTIMIZERS = {
@@ -36,6 +38,28 @@ OptimizerArg = Union[torch.optim.Optimizer, Iterable[torch.optim.Optimizer], Non
 # weight Parameter -> weak reference to its table, for the torch optimizer step hook below (an attribute
 # on the Parameter would stop it from pickling).
 _TABLES = WeakIdKeyDictionary()
+
+
+def _check_int(name: str, value, low: int) -> int:
+    """An int (not a bool, float or tensor) >= low, else TypeError / ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _check_hparam(name: str, value, low: float = 0.0, high: Optional[float] = None) -> float:
+    """A finite real number in [low, high) (high: exclusive), as torch.optim checks its hyper-parameters."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < low or (high is not None and value >= high):
+        bound = f"in [{low}, {high})" if high is not None else f">= {low} and finite"
+        raise ValueError(f"Invalid {name}: {value} (must be {bound})")
+    return value
 
 
 def _as_optimizers(optimizer: OptimizerArg) -> list:
@@ -60,23 +84,29 @@ class RaggedTable(nn.Module):
                 raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {key!r}")
             if value != _UNSUPPORTED_TORCH_KEYWORDS[key]:
                 raise NotImplementedError(f"pyscall.{type(self).__name__} does not support {key}={value!r}")
-        if num_embeddings < 0 or embedding_dim <= 0:
-            raise ValueError(f"need num_embeddings >= 0 and embedding_dim > 0, got {num_embeddings}, "
-                             f"{embedding_dim}")
+        num_embeddings = _check_int("num_embeddings", num_embeddings, 0)
+        embedding_dim = _check_int("embedding_dim", embedding_dim, 1)
+        budget_bytes = check_budget_bytes(budget_bytes)
         if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
+                raise TypeError(f"padding_idx must be None or an int, got {type(padding_idx).__name__} "
+                                f"{padding_idx!r}")
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError("padding_idx must be within num_embeddings")
-            padding_idx = padding_idx % num_embeddings
+            padding_idx = int(padding_idx) % num_embeddings
         if optimizer is not None and optimizer not in FUSED_OPTIMIZERS:
             raise ValueError(f"optimizer must be None or one of {sorted(FUSED_OPTIMIZERS)}, got {optimizer!r}")
         if sparse and optimizer is not None:
             raise ValueError(f"sparse=True is for drop-in mode (a sparse weight.grad for a torch optimizer); the "
                              f"fused optimizer {optimizer!r} leaves no gradient")
-        if init_std is not None and init_std < 0:
-            raise ValueError(f"init_std must be >= 0, got {init_std}")
+        if init_std is not None:
+            init_std = _check_hparam("init_std", init_std)
+        per_element, per_row, defaults = FUSED_OPTIMIZERS.get(optimizer, (0, 0, dict(lr=0.0, eps=0.0)))
+        # Checked before the table is built: a bad hyper-parameter allocates nothing.
+        hparams = self._check_hparams(defaults["lr"] if lr is None else lr,
+                                      defaults["eps"] if eps is None else eps, betas, weight_decay)
         dtype = dtype or torch.get_default_dtype()
         device = torch.device(device) if device is not None else torch.device("cpu")
-        per_element, per_row, defaults = FUSED_OPTIMIZERS.get(optimizer, (0, 0, dict(lr=0.0, eps=0.0)))
         self.padding_idx = padding_idx
         self.optimizer = optimizer
         self.sparse = bool(sparse)
@@ -89,12 +119,20 @@ class RaggedTable(nn.Module):
         # The flat buffer itself; the arena swaps its storage on reallocation, so this stays the same object.
         self.weight = nn.Parameter(self._arena.weight, requires_grad=True)
         self._bind_weight()
-        hparams = [defaults["lr"] if lr is None else lr, defaults["eps"] if eps is None else eps,
-                   betas[0], betas[1], weight_decay]
         self.register_buffer("_hparams", torch.tensor(hparams, dtype=torch.float64), persistent=False)
         self.register_buffer("_step", torch.zeros(1, dtype=torch.int64), persistent=False)
         self._layout_version = 0
         self._aligned = weakref.WeakKeyDictionary()  # torch optimizer -> layout version its state matches
+
+    @staticmethod
+    def _check_hparams(lr, eps, betas, weight_decay) -> list:
+        """[lr, eps, beta1, beta2, weight_decay], each checked as torch.optim checks it (NaN and negatives refused)."""
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair of floats, got {betas!r}")
+        return [_check_hparam("learning rate", lr), _check_hparam("epsilon value", eps),
+                _check_hparam("beta parameter at index 0", betas[0], 0.0, 1.0),
+                _check_hparam("beta parameter at index 1", betas[1], 0.0, 1.0),
+                _check_hparam("weight_decay value", weight_decay)]
 
     def _bind_weight(self) -> None:
         # The arena moves rows in this Parameter itself; the optimizer step hook finds the table from it.
@@ -123,13 +161,15 @@ class RaggedTable(nn.Module):
         if target.dtype != weight.dtype:
             raise TypeError(f"a pyscall table keeps the dtype it was built with ({weight.dtype}), which its "
                             f"budget counts; build it with dtype={target.dtype} instead")
-        super()._apply(fn, recurse)
-        self._bind_weight()  # the same Parameter unless torch made a new one for the converted data
-        a = self._arena
-        a.state = [fn(t) for t in a.state]
-        a.row_state = [fn(t) for t in a.row_state]
-        a._config["device"] = self.weight.device
-        a._refresh()
+        with self._arena.lock.exclusive():  # every buffer changes storage: no kernel may run meanwhile
+            super()._apply(fn, recurse)
+            self._bind_weight()  # the same Parameter unless torch made a new one for the converted data
+            a = self._arena
+            a.state = [fn(t) for t in a.state]
+            a.row_state = [fn(t) for t in a.row_state]
+            a._config["device"] = self.weight.device
+            a._arena.set_memory_limit(memory_ceiling(self.weight.device))  # the new device's memory bounds it
+            a._refresh()
         return self
 
     # -- initialisation ------------------------------------------------------------------------
@@ -140,11 +180,12 @@ class RaggedTable(nn.Module):
     def reset_parameters(self) -> None:
         """As torch's: every stored value drawn again from the row init (N(0, 1), or N(0, init_std)) and the
         padding row zeroed. The layout and any optimizer state stay."""
-        index = self._arena.packed_index()
-        with torch.no_grad():
-            self.weight[index] = self._row_init(index.numel(), self.weight.dtype, self.weight.device)
-        if self.padding_idx is not None:
-            self._zero_row(self.padding_idx)
+        with self._arena.lock.shared():
+            index = self._arena._packed_index()
+            with torch.no_grad():
+                self.weight[index] = self._row_init(index.numel(), self.weight.dtype, self.weight.device)
+            if self.padding_idx is not None:
+                self._zero_row(self.padding_idx)
 
     def _zero_row(self, row: int) -> None:
         off, width = int(self._arena.offsets[row]), int(self._arena.widths[row])
@@ -161,7 +202,8 @@ class RaggedTable(nn.Module):
 
     @property
     def widths(self) -> Tensor:
-        return self._arena.widths.clone()
+        with self._arena.lock.shared():  # the view reads C++ memory that a re-layout may free
+            return self._arena.widths.clone()
 
     @property
     def budget_bytes(self) -> Optional[int]:
@@ -169,7 +211,12 @@ class RaggedTable(nn.Module):
 
     @budget_bytes.setter
     def budget_bytes(self, value: Optional[int]) -> None:
-        self._arena.set_budget(value)
+        self.set_budget(value)
+
+    def set_budget(self, budget_bytes: Optional[int], *, optimizer: OptimizerArg = None) -> None:
+        """A new budget (None: unbounded), as `emb.budget_bytes = ...`. When only the free space is over it the
+        table compacts first: in drop-in mode pass the torch optimizer(s) so that their state moves with the rows."""
+        self._relayout("set_budget", budget_bytes, optimizer=optimizer)
 
     @property
     def lr(self) -> float:
@@ -177,7 +224,7 @@ class RaggedTable(nn.Module):
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._hparams[0] = value
+        self._hparams[0] = _check_hparam("learning rate", value)
 
     @property
     def step(self) -> int:
@@ -232,13 +279,50 @@ class RaggedTable(nn.Module):
                     found.append(value)
         return found
 
+    def _grad_companions(self) -> tuple[list, Optional[Tensor]]:
+        """weight.grad laid out like the weight, to move with the rows (drop-in mode keeps a gradient across a
+        layout change): (companions, presence). A sparse gradient moves as its dense values plus a presence mask
+        (1 where it has an entry), from which it is rebuilt; a gradient of another shape stays as it is."""
+        grad = self.weight.grad
+        if grad is None or grad.shape != self.weight.shape or grad.device != self.weight.device:
+            return [], None
+        if grad.is_sparse:
+            grad = grad.coalesce()
+            presence = torch.zeros(grad.shape, dtype=grad.dtype, device=grad.device)
+            presence[grad.indices()[0]] = 1
+            return [grad.to_dense(), presence], presence
+        if grad.layout != torch.strided or not grad.is_contiguous():
+            return [], None
+        # A new tensor over the same storage: the layout swaps its storage, while a torch op that another
+        # thread may be running on weight.grad keeps the old one alive.
+        return [grad.detach()], None
+
+    def _set_moved_grad(self, grads: list, presence: Optional[Tensor]) -> None:
+        """weight.grad from the companions _grad_companions gave, now laid out as the rows are."""
+        if not grads:
+            return
+        if presence is None:
+            self.weight.grad = grads[0]
+            return
+        values, mask = grads  # the sparse gradient, rebuilt at the rows' new places
+        index = mask.nonzero().t()
+        self.weight.grad = torch.sparse_coo_tensor(index, values[index[0]], values.shape, is_coalesced=True,
+                                                   check_invariants=False)  # indices in range by construction
+
     def _relayout(self, method: str, *args, optimizer: OptimizerArg = None):
         optimizers = _as_optimizers(optimizer)
         if optimizers and self.optimizer is not None:
             raise ValueError("optimizer= is for drop-in mode; this table's optimizer is fused "
                              f"({self.optimizer!r}) and its state moves with the rows by itself")
-        result = getattr(self._arena, method)(*args, companions=self._companions(optimizers))
-        self._layout_version += 1
+        with self._arena.lock.exclusive():
+            arena = self._arena  # read under the lock: load_state_dict may have replaced it meanwhile
+            grads, presence = self._grad_companions()
+            operation = getattr(type(arena), method).unlocked
+            relayouts = arena.relayouts
+            result = operation(arena, *args, companions=self._companions(optimizers) + grads)
+            if arena.relayouts != relayouts:  # (set_budget moves nothing unless it compacts)
+                self._layout_version += 1
+                self._set_moved_grad(grads, presence)
         for opt in optimizers:
             self._aligned[opt] = self._layout_version
         return result
@@ -294,19 +378,37 @@ class RaggedTable(nn.Module):
     # -- ragged state dict -----------------------------------------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         # Compact form: values packed in row order, no n x d_max padding and no free space.
-        a = self._arena
-        index = a.packed_index()
-        destination[prefix + "widths"] = a.widths.clone()
-        destination[prefix + "values"] = a.weight.detach()[index].clone()
-        for k, buf in enumerate(a.state):
-            destination[prefix + f"state.{k}"] = buf[index].clone()
-        for k, buf in enumerate(a.row_state):
-            destination[prefix + f"row_state.{k}"] = buf.clone()
-        if self.optimizer is not None:
-            destination[prefix + "step"] = self._step.clone()
+        with self._arena.lock.shared():  # one consistent layout, even while another thread re-lays it out
+            a = self._arena
+            index = a._packed_index()
+            destination[prefix + "widths"] = a.widths.clone()
+            destination[prefix + "values"] = a.weight.detach()[index].clone()
+            for k, buf in enumerate(a.state):
+                destination[prefix + f"state.{k}"] = buf[index].clone()
+            for k, buf in enumerate(a.row_state):
+                destination[prefix + f"row_state.{k}"] = buf.clone()
+            if self.optimizer is not None:
+                destination[prefix + "step"] = self._step.clone()
+
+    _load_options = None  # (strict, match_rows) while this table's own load_state_dict runs
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False, *, match_rows: bool = True):
+        """As torch's, all-or-nothing for this table: every check (keys, row count, shapes, dtypes, step, budget)
+        runs before anything changes. strict=False ignores keys the table does not have. A checkpoint of another
+        row count is refused (as torch refuses a size mismatch) unless match_rows=False: then the table takes the
+        checkpoint's rows. Loaded as part of a larger module, the table is strict about its own keys whatever
+        `strict` says (torch does not tell a submodule): it reports them and stays unchanged."""
+        self._load_options = (bool(strict), bool(match_rows))
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        finally:
+            del self._load_options
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        # torch passes strict=True to every submodule whatever the caller asked: the caller's own comes from
+        # load_state_dict above when it was called on this table.
+        strict, match_rows = self._load_options or (True, True)
         mine = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if mine.keys() == {"weight"} and torch.is_tensor(mine["weight"]) and mine["weight"].dim() == 2:
             # A torch.nn.Embedding / EmbeddingBag checkpoint: its rows, cut to this table's widths.
@@ -315,23 +417,44 @@ class RaggedTable(nn.Module):
             except (TypeError, ValueError) as e:
                 error_msgs.append(f"while copying {prefix}weight: {e}")
             return
-        expected = {"widths", "values"} | {f"state.{k}" for k in range(len(self._arena.state))} \
-            | {f"row_state.{k}" for k in range(len(self._arena.row_state))} \
+        a = self._arena
+        expected = {"widths", "values"} | {f"state.{k}" for k in range(len(a.state))} \
+            | {f"row_state.{k}" for k in range(len(a.row_state))} \
             | ({"step"} if self.optimizer is not None else set())
-        missing = expected - mine.keys()
-        if missing:
-            missing_keys.extend(prefix + k for k in sorted(missing))
-            return
-        unexpected_keys.extend(prefix + k for k in sorted(mine.keys() - expected))
+        missing, unexpected = expected - mine.keys(), mine.keys() - expected
+        missing_keys.extend(prefix + k for k in sorted(missing))
+        unexpected_keys.extend(prefix + k for k in sorted(unexpected))
+        if missing or (strict and unexpected):
+            return  # torch raises for these once every module has been read; nothing here has changed
         widths = mine["widths"]
-        # Builds a new arena first: on any error (budget, shapes) this table is unchanged.
-        self._arena = self._arena.restored(widths, mine["values"],
-                                           [mine[f"state.{k}"] for k in range(len(self._arena.state))],
-                                           [mine[f"row_state.{k}"] for k in range(len(self._arena.row_state))],
-                                           weight=self.weight)
-        if self.optimizer is not None:
-            self._step.copy_(mine["step"])
-        self._layout_version += 1
+        if match_rows and torch.is_tensor(widths) and widths.dim() == 1 and widths.numel() != self.num_embeddings:
+            error_msgs.append(f"size mismatch for {prefix}widths: the checkpoint has {widths.numel()} rows, the table "
+                              f"has {self.num_embeddings}; table.load_state_dict(state_dict, match_rows=False) takes "
+                              f"the checkpoint's rows")
+            return
+        step = self._checked_step(mine.get("step"), prefix) if self.optimizer is not None else None
+        with a.lock.exclusive():
+            a = self._arena
+            # Builds a new arena first: on any error (budget, shapes, dtypes) this table is unchanged.
+            self._arena = a.restored(widths, mine["values"], [mine[f"state.{k}"] for k in range(len(a.state))],
+                                     [mine[f"row_state.{k}"] for k in range(len(a.row_state))], weight=self.weight)
+            self.weight.grad = None  # a gradient of the old rows means nothing for the loaded ones
+            if step is not None:
+                self._step.fill_(step)
+            self._layout_version += 1
+
+    @staticmethod
+    def _checked_step(step, prefix: str) -> int:
+        """The fused optimizer's step count from a checkpoint: an integer tensor of shape (1,), >= 0."""
+        if not torch.is_tensor(step) or step.shape != (1,) or step.dtype == torch.bool \
+                or step.is_floating_point() or step.is_complex():
+            got = f"{step.dtype} of shape {tuple(step.shape)}" if torch.is_tensor(step) else type(step).__name__
+            raise ValueError(f"{prefix}step must be an integer tensor of shape (1,) (the fused optimizer's step "
+                             f"count), got {got}")
+        count = int(step[0])
+        if count < 0:
+            raise ValueError(f"{prefix}step must be >= 0, got {count}")
+        return count
 
 
 class Embedding(RaggedTable):
@@ -347,11 +470,24 @@ class Embedding(RaggedTable):
     """
 
     def forward(self, input: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():  # the compiled ops take the lock themselves, named by its key
+            return self._lookup(input, None)
+        # The layout lock, shared, from reading the layout to the kernel's end: no other thread re-lays the
+        # table out meanwhile (the backward takes it again for its own kernels).
+        lock = self._arena.lock
+        lock.acquire_shared()
+        try:
+            return self._lookup(input, lock)
+        finally:
+            lock.release_shared()
+
+    def _lookup(self, input: Tensor, lock) -> Tensor:
         weight, offsets, widths, uniform_width, states, row_states, step, hparams, optimizer = self._op_args()
         ids = self._ids(input, weight)
         out = ops.lookup(weight, offsets, widths, uniform_width, ids, self._arena.d_max,
                          -1 if self.padding_idx is None else self.padding_idx,
-                         states, row_states, step, hparams, optimizer, sparse=self.sparse)
+                         states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock,
+                         table=0 if lock is not None else self._arena.lock_key)
         # A 1-D input already has the output's shape: no view (and no view node in backward).
         return out if input.dim() == 1 else out.view(*input.shape, self.embedding_dim)
 
@@ -369,6 +505,16 @@ class EmbeddingBag(RaggedTable):
 
     def forward(self, input: Tensor, offsets: Optional[Tensor] = None,
                 per_sample_weights: Optional[Tensor] = None) -> Tensor:
+        if torch.compiler.is_compiling():
+            return self._pool(input, offsets, per_sample_weights, None)
+        lock = self._arena.lock  # held shared from reading the layout to the kernel's end, as in Embedding
+        lock.acquire_shared()
+        try:
+            return self._pool(input, offsets, per_sample_weights, lock)
+        finally:
+            lock.release_shared()
+
+    def _pool(self, input: Tensor, offsets: Optional[Tensor], per_sample_weights: Optional[Tensor], lock) -> Tensor:
         weight, table_offsets, widths, uniform_width, states, row_states, step, hparams, optimizer = self._op_args()
         ids = self._ids(input, weight)
         if input.dim() == 2:
@@ -381,6 +527,10 @@ class EmbeddingBag(RaggedTable):
         elif input.dim() == 1:
             if offsets is None:
                 raise ValueError("offsets has to be a 1D Tensor but got None")
+            if not torch.is_tensor(offsets):
+                raise TypeError(f"offsets must be a tensor, got {type(offsets).__name__}")
+            if offsets.device != input.device:
+                raise ValueError(f"offsets must be on the device of input ({input.device}), got {offsets.device}")
             if offsets.dim() != 1:
                 raise ValueError("offsets has to be a 1D Tensor")
             if offsets.dtype not in (torch.int64, torch.int32):
@@ -399,10 +549,13 @@ class EmbeddingBag(RaggedTable):
                                  f"the shape of input {tuple(input.shape)}")
             if per_sample_weights.dtype != weight.dtype:
                 raise TypeError(f"per_sample_weights must be {weight.dtype}, got {per_sample_weights.dtype}")
+            if per_sample_weights.device != weight.device:
+                raise ValueError(f"per_sample_weights must be on {weight.device}, got {per_sample_weights.device}")
             per_sample_weights = per_sample_weights.reshape(-1)
         return ops.bag(weight, table_offsets, widths, uniform_width, ids, bag_offsets.contiguous(), self.mode,
                        per_sample_weights, self._arena.d_max, -1 if self.padding_idx is None else self.padding_idx,
-                       states, row_states, step, hparams, optimizer, sparse=self.sparse)
+                       states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock,
+                       table=0 if lock is not None else self._arena.lock_key)
 
 
 def _check_optimizer_alignment(optimizer, args, kwargs):

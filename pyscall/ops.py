@@ -12,6 +12,7 @@ TRITON_INTERPRET=1 set before import, for testing the Triton code without a GPU)
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from . import backend_cpu
+from .arena import LayoutLock
 
 MODES = ("sum", "mean", "max")
 
@@ -123,6 +125,31 @@ def _optimizer_args(hparams: Tensor, step: Tensor, optimizer: str) -> dict:
                 weight_decay=weight_decay, step=count)
 
 
+def _same_memory(a: Tensor, b: Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.numel() == b.numel()
+
+
+@contextlib.contextmanager
+def _current_layout(table: int, offsets: Tensor, widths: Tensor):
+    """The body of a compiled op (which takes ints, not objects) holds its table's layout lock shared, the key
+    `table` naming it (0: none, a direct call), and first checks that `offsets` and `widths` are the table's
+    metadata now: another thread may have re-laid it out, freeing them, since the compiled code read them."""
+    lock = LayoutLock.find(table) if table else None
+    if lock is None:
+        yield
+        return
+    lock.acquire_shared()
+    try:
+        arena = lock.arena() if lock.arena is not None else None
+        if arena is None or not (_same_memory(offsets, arena.offsets) and _same_memory(widths, arena.widths)):
+            raise RuntimeError("pyscall: the table's row layout changed (resize, set_widths, append, release, "
+                               "compact or load_state_dict, in another thread) after this compiled lookup or "
+                               "backward read it; nothing was read or written, run the step again")
+        yield
+    finally:
+        lock.release_shared()
+
+
 # ---------------------------------------------------------------------------------------------
 # Padded lookup: ids [N] -> [N, d_max]
 # ---------------------------------------------------------------------------------------------
@@ -134,11 +161,21 @@ def _lookup_forward(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_wid
     return backend(weight).lookup(weight, offsets, widths, ids, d_max, uniform_width)
 
 
-embedding_lookup = torch.library.custom_op("pyscall::embedding_lookup", mutates_args=())(_lookup_forward)
+def _lookup_op(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, d_max: int,
+               padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
+               optimizer: str, table: int = 0) -> Tensor:
+    # The compiled op: `table` names the table's layout lock (see _current_layout).
+    with _current_layout(table, offsets, widths):
+        return _lookup_forward(weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, row_states,
+                               step, hparams, optimizer)
+
+
+embedding_lookup = torch.library.custom_op("pyscall::embedding_lookup", mutates_args=())(_lookup_op)
 
 
 @embedding_lookup.register_fake
-def _(weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer):
+def _(weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, row_states, step, hparams, optimizer,
+      table=0):
     return weight.new_empty((ids.shape[0], d_max))
 
 
@@ -153,7 +190,8 @@ def _keep_fused_buffers(ctx, weight, states, row_states, step, check_weight: boo
 
 def _lookup_setup(ctx, inputs, output):
     weight, offsets, widths, ctx.uniform_width, ids, _, ctx.padding_idx, states, row_states, step, hparams, \
-        ctx.optimizer = inputs
+        ctx.optimizer = inputs[:12]
+    ctx.table = tuple(inputs[12:])  # (the table's lock key,) for the compiled backward ops; () in eager
     ctx.n_states, ctx.n_row_states = len(states), len(row_states)
     if ctx.optimizer:
         weight = _keep_fused_buffers(ctx, weight, states, row_states, step, check_weight=False)
@@ -167,15 +205,15 @@ def _lookup_grad_weight(ctx, grad, backward_ops):
     if ctx.optimizer:
         weight, states, row_states, step = ctx.fused_buffers
         fused(weight, states, row_states, step, hparams, ctx.optimizer, grad.contiguous(), ids, None,
-              offsets, widths, ctx.uniform_width, "", None, None, ctx.padding_idx)
+              offsets, widths, ctx.uniform_width, "", None, None, ctx.padding_idx, *ctx.table)
         return None
     return flat(weight, grad.contiguous(), ids, None, offsets, widths, ctx.uniform_width, "", None, None,
-                ctx.padding_idx)
+                ctx.padding_idx, *ctx.table)
 
 
 def _lookup_backward(ctx, grad):
     grad_weight = _lookup_grad_weight(ctx, grad, _custom_backward_ops())
-    return (grad_weight,) + (None,) * 6 + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3
+    return (grad_weight,) + (None,) * 6 + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 4
 
 
 embedding_lookup.register_autograd(_lookup_backward, setup_context=_lookup_setup)
@@ -205,12 +243,21 @@ def _bag_forward(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width:
     return out, (argmax if argmax is not None else ids.new_empty((0,)))  # a custom op returns tensors only
 
 
-bag_lookup = torch.library.custom_op("pyscall::bag_lookup", mutates_args=())(_bag_forward)
+def _bag_op(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, bag_offsets: Tensor,
+            mode: str, per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int, states: list[Tensor],
+            row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str,
+            table: int = 0) -> tuple[Tensor, Tensor]:
+    with _current_layout(table, offsets, widths):  # the compiled op, as _lookup_op
+        return _bag_forward(weight, offsets, widths, uniform_width, ids, bag_offsets, mode, per_sample_weights, d_max,
+                            padding_idx, states, row_states, step, hparams, optimizer)
+
+
+bag_lookup = torch.library.custom_op("pyscall::bag_lookup", mutates_args=())(_bag_op)
 
 
 @bag_lookup.register_fake
 def _(weight, offsets, widths, uniform_width, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx, states,
-      row_states, step, hparams, optimizer):
+      row_states, step, hparams, optimizer, table=0):
     bags = bag_offsets.shape[0] - 1
     argmax = ids.new_empty((bags, d_max)) if mode == "max" else ids.new_empty((0,))
     return weight.new_empty((bags, d_max)), argmax
@@ -218,7 +265,8 @@ def _(weight, offsets, widths, uniform_width, ids, bag_offsets, mode, per_sample
 
 def _bag_setup(ctx, inputs, output):
     (weight, offsets, widths, uniform_width, ids, bag_offsets, mode, psw, d_max, padding_idx, states, row_states,
-     step, hparams, optimizer) = inputs
+     step, hparams, optimizer) = inputs[:15]
+    ctx.table = tuple(inputs[15:])  # as in _lookup_setup
     ctx.mode, ctx.d_max, ctx.padding_idx, ctx.optimizer = mode, d_max, padding_idx, optimizer
     ctx.uniform_width = uniform_width
     ctx.n_states, ctx.n_row_states, ctx.has_psw = len(states), len(row_states), psw is not None
@@ -240,13 +288,13 @@ def _bag_grads(ctx, grad, backward_ops, needs_weight_grad: bool, needs_psw_grad:
     grad_weight = grad_psw = None
     if ctx.has_psw and needs_psw_grad:  # first: it reads the rows as the forward saw them, before a fused update
         grad_psw = psw_grad(weight, offsets, widths, ctx.uniform_width, ids, bag_offsets, grad, ctx.d_max,
-                            ctx.padding_idx)
+                            ctx.padding_idx, *ctx.table)
     if ctx.optimizer:
         fused(weight, states, row_states, step, hparams, ctx.optimizer, grad, ids, bag_offsets, offsets,
-              widths, ctx.uniform_width, ctx.mode, psw, argmax, ctx.padding_idx)
+              widths, ctx.uniform_width, ctx.mode, psw, argmax, ctx.padding_idx, *ctx.table)
     elif needs_weight_grad:
         grad_weight = flat(weight, grad, ids, bag_offsets, offsets, widths, ctx.uniform_width, ctx.mode, psw, argmax,
-                           ctx.padding_idx)
+                           ctx.padding_idx, *ctx.table)
     return grad_weight, grad_psw
 
 
@@ -254,7 +302,7 @@ def _bag_backward(ctx, grad, _grad_argmax):
     needs = ctx.needs_input_grad  # inputs 0 and 7: weight and per_sample_weights
     grad_weight, grad_psw = _bag_grads(ctx, grad, _custom_backward_ops(), needs[0], needs[7])
     return ((grad_weight, None, None, None, None, None, None, grad_psw) + (None,) * 2
-            + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 3)
+            + ([None] * ctx.n_states, [None] * ctx.n_row_states) + (None,) * 4)
 
 
 bag_lookup.register_autograd(_bag_backward, setup_context=_bag_setup)
@@ -284,12 +332,20 @@ def _flat_backward(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optio
                                      uniform_width)
 
 
-flat_backward = torch.library.custom_op("pyscall::flat_backward", mutates_args=())(_flat_backward)
+def _flat_backward_op(weight: Tensor, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor], offsets: Tensor,
+                      widths: Tensor, uniform_width: int, pool_mode: str, per_sample_weights: Optional[Tensor],
+                      argmax: Optional[Tensor], padding_idx: int, table: int = 0) -> Tensor:
+    with _current_layout(table, offsets, widths):  # the compiled op, as _lookup_op
+        return _flat_backward(weight, grad, ids, bag_offsets, offsets, widths, uniform_width, pool_mode,
+                              per_sample_weights, argmax, padding_idx)
+
+
+flat_backward = torch.library.custom_op("pyscall::flat_backward", mutates_args=())(_flat_backward_op)
 
 
 @flat_backward.register_fake
 def _(weight, grad, ids, bag_offsets, offsets, widths, uniform_width, pool_mode, per_sample_weights, argmax,
-      padding_idx):
+      padding_idx, table=0):
     return torch.empty_like(weight)
 
 
@@ -326,13 +382,23 @@ def _fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tenso
                                  **_optimizer_args(hparams, step, optimizer), uniform_width=uniform_width)
 
 
+def _fused_backward_op(weight: Tensor, states: list[Tensor], row_states: list[Tensor], step: Tensor,
+                       hparams: Tensor, optimizer: str, grad: Tensor, ids: Tensor, bag_offsets: Optional[Tensor],
+                       offsets: Tensor, widths: Tensor, uniform_width: int, pool_mode: str,
+                       per_sample_weights: Optional[Tensor], argmax: Optional[Tensor], padding_idx: int,
+                       table: int = 0) -> None:
+    with _current_layout(table, offsets, widths):  # the compiled op, as _lookup_op
+        _fused_backward(weight, states, row_states, step, hparams, optimizer, grad, ids, bag_offsets, offsets, widths,
+                        uniform_width, pool_mode, per_sample_weights, argmax, padding_idx)
+
+
 fused_backward = torch.library.custom_op("pyscall::fused_backward",
-                                         mutates_args=("weight", "states", "row_states", "step"))(_fused_backward)
+                                         mutates_args=("weight", "states", "row_states", "step"))(_fused_backward_op)
 
 
 @fused_backward.register_fake
 def _(weight, states, row_states, step, hparams, optimizer, grad, ids, bag_offsets, offsets, widths, uniform_width,
-      pool_mode, per_sample_weights, argmax, padding_idx):
+      pool_mode, per_sample_weights, argmax, padding_idx, table=0):
     return None
 
 
@@ -348,12 +414,20 @@ def _per_sample_weights_grad(weight: Tensor, offsets: Tensor, widths: Tensor, un
     return result
 
 
+def _per_sample_weights_grad_op(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor,
+                                bag_offsets: Tensor, grad: Tensor, d_max: int, padding_idx: int,
+                                table: int = 0) -> Tensor:
+    with _current_layout(table, offsets, widths):  # the compiled op, as _lookup_op
+        return _per_sample_weights_grad(weight, offsets, widths, uniform_width, ids, bag_offsets, grad, d_max,
+                                        padding_idx)
+
+
 per_sample_weights_grad = torch.library.custom_op("pyscall::per_sample_weights_grad",
-                                                  mutates_args=())(_per_sample_weights_grad)
+                                                  mutates_args=())(_per_sample_weights_grad_op)
 
 
 @per_sample_weights_grad.register_fake
-def _(weight, offsets, widths, uniform_width, ids, bag_offsets, grad, d_max, padding_idx):
+def _(weight, offsets, widths, uniform_width, ids, bag_offsets, grad, d_max, padding_idx, table=0):
     return grad.new_empty((ids.shape[0],))
 
 
@@ -374,34 +448,50 @@ _EAGER_BACKWARD_OPS = (_fused_backward_eager, _flat_backward, _per_sample_weight
 _EAGER_SPARSE_BACKWARD_OPS = (_fused_backward_eager, _sparse_backward, _per_sample_weights_grad)
 
 
+def _holding(lock, fn, *args):
+    """fn(*args) holding the table's layout lock shared (pyscall.arena.LayoutLock; None: no lock), so that
+    no other thread re-lays the table out between the check of the saved layout and the kernel's end."""
+    if lock is None:
+        return fn(*args)
+    lock.acquire_shared()
+    try:
+        return fn(*args)
+    finally:
+        lock.release_shared()
+
+
 # apply(weight, inputs): the op's arguments ride in one tuple after the weight, the only one that takes
-# a gradient, since autograd.Function.apply costs about half a microsecond per argument.
+# a gradient, since autograd.Function.apply costs about half a microsecond per argument. `lock`: the
+# table's layout lock, which the caller holds for the forward and the backward takes again.
 class _EagerLookup(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, inputs, sparse):
+    def forward(ctx, weight, inputs, sparse, lock):
         out = _lookup_forward(*inputs)
         _lookup_setup(ctx, inputs, out)
         ctx.backward_ops = _EAGER_SPARSE_BACKWARD_OPS if sparse else _EAGER_BACKWARD_OPS
+        ctx.lock = lock
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return _lookup_grad_weight(ctx, grad, ctx.backward_ops), None, None
+        return _holding(ctx.lock, _lookup_grad_weight, ctx, grad, ctx.backward_ops), None, None, None
 
 
 class _EagerBag(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, per_sample_weights, inputs, sparse):
+    def forward(ctx, weight, per_sample_weights, inputs, sparse, lock):
         # Only out: argmax rides in ctx, and autograd handles one output less.
         out, argmax = _bag_pooled(*inputs[:10])
         _bag_setup(ctx, inputs, (out, argmax))
         ctx.backward_ops = _EAGER_SPARSE_BACKWARD_OPS if sparse else _EAGER_BACKWARD_OPS
+        ctx.lock = lock
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        grad_weight, grad_psw = _bag_grads(ctx, grad, ctx.backward_ops, *ctx.needs_input_grad[:2])
-        return grad_weight, grad_psw, None, None
+        grad_weight, grad_psw = _holding(ctx.lock, _bag_grads, ctx, grad, ctx.backward_ops,
+                                         *ctx.needs_input_grad[:2])
+        return grad_weight, grad_psw, None, None, None
 
 
 def _no_sparse_under_compile(sparse: bool) -> None:
@@ -412,29 +502,32 @@ def _no_sparse_under_compile(sparse: bool) -> None:
 
 def lookup(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, d_max: int,
            padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor, hparams: Tensor,
-           optimizer: str, sparse: bool = False) -> Tensor:
+           optimizer: str, sparse: bool = False, lock=None, table: int = 0) -> Tensor:
     """Padded lookup ids [N] -> [N, d_max] with its backward (flat gradient, dense or sparse, or fused update).
-    uniform_width: the arena's (RaggedArena.uniform_width), never a guess."""
+    uniform_width: the arena's (RaggedArena.uniform_width), never a guess. lock: the table's LayoutLock,
+    which the caller holds (shared) around this call and the eager backward takes for its kernels. table: its
+    key (RaggedArena.lock_key), with which the compiled ops take it themselves."""
     args = (weight, offsets, widths, uniform_width, ids, d_max, padding_idx, states, row_states, step, hparams,
             optimizer)
     if torch.compiler.is_compiling():
         _no_sparse_under_compile(sparse)
-        return embedding_lookup(*args)
+        return embedding_lookup(*args, table)
     if torch.is_grad_enabled() and weight.requires_grad:
-        return _EagerLookup.apply(weight, args, sparse)
+        return _EagerLookup.apply(weight, args, sparse, lock)
     return _lookup_forward(*args)  # inference: no graph to record
 
 
 def bag(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_width: int, ids: Tensor, bag_offsets: Tensor,
         mode: str, per_sample_weights: Optional[Tensor], d_max: int, padding_idx: int, states: list[Tensor],
-        row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str, sparse: bool = False) -> Tensor:
-    """Pooled lookup over bags [B+1] -> [B, d_max] with its backward."""
+        row_states: list[Tensor], step: Tensor, hparams: Tensor, optimizer: str, sparse: bool = False,
+        lock=None, table: int = 0) -> Tensor:
+    """Pooled lookup over bags [B+1] -> [B, d_max] with its backward (lock, table: as for lookup)."""
     args = (weight, offsets, widths, uniform_width, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx,
             states, row_states, step, hparams, optimizer)
     if torch.compiler.is_compiling():
         _no_sparse_under_compile(sparse)
-        return bag_lookup(*args)[0]
+        return bag_lookup(*args, table)[0]
     psw_grad = per_sample_weights is not None and per_sample_weights.requires_grad
     if torch.is_grad_enabled() and (weight.requires_grad or psw_grad):
-        return _EagerBag.apply(weight, per_sample_weights, args, sparse)
+        return _EagerBag.apply(weight, per_sample_weights, args, sparse, lock)
     return _bag_pooled(*args[:10])[0]  # inference: no graph to record

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyscall import _C
-from pyscall.arena import RaggedArena
+from pyscall.arena import METADATA_BYTES_PER_ROW as META, RaggedArena
 from pyscall.errors import BudgetExceededError
 
 
@@ -141,7 +141,7 @@ def test_duplicate_ids_last_wins():
 
 
 def test_companions_move_like_state_and_are_not_budgeted():
-    a = make([3, 5, 2], budget_bytes=12 * 4)
+    a = make([3, 5, 2], budget_bytes=12 * 4 + 3 * META)
     comp = torch.randn(a.capacity, dtype=torch.float64)
     before = a.to_dense(comp)
     a.resize([0, 2], [5, 1], companions=[comp])  # grows capacity: comp grows in place too
@@ -165,7 +165,7 @@ def test_parameter_identity_survives_reallocation():
 # ---- budget ------------------------------------------------------------------
 def test_resize_that_fits_only_after_compaction_succeeds():
     n = 64  # 7 ids < n/8: the per-row path, which must fall back to compaction
-    a = make([4] * n, state_per_element=1, budget_bytes=4 * n * 8)
+    a = make([4] * n, state_per_element=1, budget_bytes=4 * n * 8 + n * META)
     randomize_state(a)
     a.resize(list(range(0, 14, 2)), [2] * 7)  # 14 free elements in 7 holes of 2
     before = [a.to_dense(b) for b in [a.weight, a.state[0]]]
@@ -183,7 +183,7 @@ def test_resize_that_fits_only_after_compaction_succeeds():
 @pytest.mark.parametrize("op", ["append", "resize", "set_widths", "append_rows_only"])
 def test_budget_failure_changes_nothing(op):
     a = make([4, 3, 5, 2], state_per_element=2, state_per_row=1,
-             budget_bytes=14 * 12 + 4 * 4 + 8)
+             budget_bytes=14 * 12 + 4 * (4 + META) + 8)
     randomize_state(a)
     comp = torch.randn(a.capacity)
     a.resize([1], [1], companions=[comp])  # leave a hole, so the stats are not trivial
@@ -196,7 +196,7 @@ def test_budget_failure_changes_nothing(op):
         elif op == "set_widths":
             a.set_widths([4, 4, 4, 4], companions=[comp])
         else:
-            a.append([0] * 9, companions=[comp])  # per-row state alone crosses the budget
+            a.append([0] * 9, companions=[comp])  # per-row state and metadata alone cross the budget
     assert_same(before, snapshot(a, [comp]))
     a.validate()
 
@@ -289,8 +289,8 @@ def test_arena_undo_refuses_an_in_place_relayout():
 def test_budget_error_is_runtime_error_and_raised_by_constructor():
     assert issubclass(BudgetExceededError, RuntimeError)
     with pytest.raises(BudgetExceededError):
-        RaggedArena(4, 8, budget_bytes=4 * 8 * 4 - 1)
-    RaggedArena(4, 8, budget_bytes=4 * 8 * 4).validate()
+        RaggedArena(4, 8, budget_bytes=4 * 8 * 4 + 4 * META - 1)
+    RaggedArena(4, 8, budget_bytes=4 * 8 * 4 + 4 * META).validate()
 
 
 # ---- bad input -------------------------------------------------------------
@@ -436,7 +436,7 @@ def test_unordered_steps_are_independent():
 
 def test_metadata_stays_bounded_under_churn():
     n = 100000
-    a = RaggedArena(n, 32, np.full(n, 16), budget_bytes=int(n * 16 * 4 * 1.2))
+    a = RaggedArena(n, 32, np.full(n, 16), budget_bytes=int(n * 16 * 4 * 1.2) + n * META)
     rng = np.random.default_rng(0)
     for _ in range(40):
         ids = rng.integers(0, n, 4096)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pyscall.arena import RaggedArena
+from pyscall.arena import METADATA_BYTES_PER_ROW as META, RaggedArena
 from pyscall.errors import BudgetExceededError
 
 D_MAX = 12
@@ -99,8 +99,9 @@ def check(arena, model, buffers, bpe, bpr):
     st_ = arena.memory_stats()
     assert st_["used_bytes"] == sum(model.widths) * bpe + len(model.widths) * bpr
     assert st_["total_width"] == sum(model.widths) and st_["num_rows"] == len(model.widths)
+    assert st_["row_metadata_bytes"] == len(model.widths) * META
     if st_["budget_bytes"] is not None:
-        assert st_["capacity_bytes"] <= st_["budget_bytes"]
+        assert st_["capacity_bytes"] + st_["row_metadata_bytes"] <= st_["budget_bytes"]
 
 
 def scribble(arena, model, buffers, rng):
@@ -134,7 +135,7 @@ def test_random_sequences_match_model(arena_cls, state, data, seed, cpu_mover):
     bpe, bpr = 4 + spe * 4, spr * 4
     budget = None
     if data.draw(st.booleans(), label="budgeted"):
-        budget = int((sum(widths0) + data.draw(st.integers(0, 200))) * bpe + (n0 + 10) * bpr)
+        budget = int((sum(widths0) + data.draw(st.integers(0, 200))) * bpe + (n0 + 10) * (bpr + META))
     arena = arena_cls(n0, D_MAX, widths0, state_per_element=spe, state_per_row=spr,
                          budget_bytes=budget, row_init=rand_init)
     companion = torch.zeros(arena.capacity, dtype=torch.float64)
@@ -174,7 +175,7 @@ def test_random_sequences_match_model(arena_cls, state, data, seed, cpu_mover):
             call = lambda: arena.release(ids, companions=[companion])  # noqa: E731
         else:
             call = lambda: arena.compact(companions=[companion])  # noqa: E731
-        need = sum(new_widths) * bpe + rows_after * bpr
+        need = sum(new_widths) * bpe + rows_after * (bpr + META)
         if budget is not None and need > budget:
             with pytest.raises(BudgetExceededError):
                 call()
@@ -254,7 +255,7 @@ def test_out_of_memory_while_moving_data_changes_nothing(arena_cls, data, seed, 
     widths0 = rng.integers(0, D_MAX + 1, n0).tolist()
     budget = None
     if data.draw(st.booleans(), label="budgeted"):
-        budget = int((sum(widths0) + data.draw(st.integers(0, 100))) * 12 + (n0 + 10) * 4)
+        budget = int((sum(widths0) + data.draw(st.integers(0, 100))) * 12 + (n0 + 10) * (4 + META))
     init = lambda numel, dtype, device: torch.arange(1, numel + 1, dtype=dtype)  # noqa: E731
     arenas = [arena_cls(n0, D_MAX, widths0, state_per_element=2, state_per_row=1,
                         budget_bytes=budget, row_init=init) for _ in range(2)]
@@ -323,7 +324,7 @@ def test_out_of_memory_in_a_device_replay_of_several_steps_changes_nothing(fail_
     # both steps before either moves anything.
     import pyscall.arena as arena_module
     n = 64
-    a = DeviceReplayArena(n, D_MAX, [4] * n, state_per_element=1, budget_bytes=4 * n * 8,
+    a = DeviceReplayArena(n, D_MAX, [4] * n, state_per_element=1, budget_bytes=4 * n * 8 + n * META,
                           row_init=rand_init)
     a.resize(list(range(0, 14, 2)), [2] * 7)  # 7 holes of 2 elements
     companion = torch.arange(a.capacity, dtype=torch.float64)
@@ -346,3 +347,151 @@ def test_out_of_memory_in_a_device_replay_of_several_steps_changes_nothing(fail_
     else:
         assert a.widths[:2].tolist() == [4, 8]
     assert failed == (fail_at < 3)  # the spare weight, state and companion buffers
+
+
+# ---- many random operations, valid and invalid ----------------------------------------------------------
+# A seeded loop rather than hypothesis: at least 10,000 operations a default run (4 configurations x 2,600),
+# each followed by validate() and a comparison with a model of the rows; a call that raises must leave
+# widths, offsets, capacity, statistics and every buffer bit for bit as they were.
+OPS_PER_CONFIG = 2600
+BAD = object()  # marks an invalid call in _random_call
+
+
+def _state(arena, companion):
+    stats = {k: v for k, v in arena.memory_stats().items() if k not in ("metadata_bytes", "scratch_bytes")}
+    return (arena.widths.tolist(), arena.offsets.tolist(), arena.capacity, stats,
+            [b.detach().clone() for b in (arena.weight, *arena.state, companion, *arena.row_state)])
+
+
+def _dense_rows(arena, companion):
+    """Every buffer laid out like the weight, as [num_rows, d_max] with zeros past the widths."""
+    return [arena.to_dense(b) for b in (arena.weight, *arena.state, companion)]
+
+
+def _random_call(arena, companion, rng, budget_of):
+    """(name, call, expected exception or None, new widths or None). `budget_of(widths)`: bytes they need."""
+    n, d = arena.num_rows, arena.d_max
+    comps = [companion]
+    kind = rng.choice(["append", "resize", "resize", "set_widths", "release", "compact", "budget", "bad_companion"])
+    bad = rng.random() < 0.35
+    if kind == "append":
+        add = rng.integers(0, d + 1, rng.integers(0, 5))
+        if bad:
+            variant = rng.integers(0, 3)
+            if variant == 0 and add.size:
+                add[rng.integers(0, add.size)] = rng.choice([-1, d + 1, 2**31])
+                # The new rows' metadata is checked first, before their widths are read (or copied).
+                budget = arena.budget_bytes
+                rows_fit = budget is None or budget_of(arena.widths.tolist() + [0] * add.size) <= budget
+                return kind, lambda: arena.append(add, companions=comps), \
+                    ValueError if rows_fit else BudgetExceededError, None
+            if variant == 1 and add.size:  # (an empty list is an empty list, whatever numpy's dtype for it)
+                return kind, lambda: arena.append(add.astype(np.float32) + 0.5, companions=comps), TypeError, None
+            return kind, lambda: arena.append(torch.ones(3, dtype=torch.bool), companions=comps), TypeError, None
+        new = arena.widths.tolist() + add.tolist()
+        return kind, lambda: arena.append(add, companions=comps), None, new
+    if kind in ("resize", "release") and n == 0:
+        kind = "compact"
+    if kind == "resize":
+        k = int(rng.integers(1, n + 3))
+        ids, ws = rng.integers(0, n, k), rng.integers(0, d + 1, k)
+        if bad:
+            variant = rng.integers(0, 4)
+            if variant == 0:
+                ids[rng.integers(0, k)] = rng.choice([-1, n, n + 7])
+                return kind, lambda: arena.resize(ids, ws, companions=comps), IndexError, None
+            if variant == 1:
+                ws[rng.integers(0, k)] = rng.choice([-3, d + 1])
+                return kind, lambda: arena.resize(ids, ws, companions=comps), ValueError, None
+            if variant == 2:
+                return kind, lambda: arena.resize(ids, ws[:-1], companions=comps), ValueError, None
+            return kind, lambda: arena.resize(ids.astype(np.float64), ws, companions=comps), TypeError, None
+        new = arena.widths.tolist()
+        for i, w in zip(ids, ws):  # last wins
+            new[i] = int(w)
+        return kind, lambda: arena.resize(torch.from_numpy(ids), torch.from_numpy(ws), companions=comps), None, new
+    if kind == "set_widths":
+        ws = rng.integers(0, d + 1, n)
+        if bad:
+            if rng.random() < 0.5:
+                return kind, lambda: arena.set_widths(np.append(ws, 1), companions=comps), ValueError, None
+            ws = ws.copy()
+            if n:
+                ws[rng.integers(0, n)] = d + 1
+                return kind, lambda: arena.set_widths(ws, companions=comps), ValueError, None
+        return kind, lambda: arena.set_widths(ws, companions=comps), None, ws.tolist()
+    if kind == "release":
+        ids = rng.integers(0, n, rng.integers(1, 4))
+        if bad:
+            ids[0] = rng.choice([-1, n])
+            return kind, lambda: arena.release(ids, companions=comps), IndexError, None
+        new = arena.widths.tolist()
+        for i in ids:
+            new[i] = 0
+        return kind, lambda: arena.release(ids, companions=comps), None, new
+    if kind == "budget":
+        need = budget_of(arena.widths.tolist())
+        if bad:
+            value = [True, -1, 2**64, 1.5][rng.integers(0, 4)]
+            error = TypeError if isinstance(value, (bool, float)) else ValueError
+            return kind, lambda: arena.set_budget(value), error, None
+        value = None if rng.random() < 0.2 else int(need + rng.integers(-need // 4 - 1, 400))
+        error = BudgetExceededError if value is not None and value < need else None
+        return kind, lambda: arena.set_budget(value, companions=comps), error, arena.widths.tolist()
+    if kind == "bad_companion":
+        return kind, lambda: arena.compact(companions=[torch.zeros(arena.capacity + 1)]), ValueError, None
+    return kind, lambda: arena.compact(companions=comps), None, arena.widths.tolist()
+
+
+@pytest.mark.parametrize("config", [
+    dict(seed=1, spe=0, spr=0, budgeted=False), dict(seed=2, spe=2, spr=1, budgeted=True),
+    dict(seed=3, spe=1, spr=0, budgeted=True), dict(seed=4, spe=0, spr=1, budgeted=True)])
+def test_ten_thousand_random_operations_valid_and_invalid(config):
+    rng = np.random.default_rng(config["seed"])
+    spe, spr = config["spe"], config["spr"]
+    bpe, bpr = 4 + 4 * spe, 4 * spr
+    n0 = int(rng.integers(0, 30))
+    widths0 = rng.integers(0, D_MAX + 1, n0)
+    budget_of = lambda ws: sum(ws) * bpe + len(ws) * (bpr + META)  # noqa: E731
+    budget = budget_of(widths0.tolist()) + 300 if config["budgeted"] else None
+    arena = RaggedArena(n0, D_MAX, widths0, state_per_element=spe, state_per_row=spr, budget_bytes=budget,
+                        row_init=rand_init)
+    companion = torch.rand(arena.capacity, dtype=torch.float64)
+    counts = {"ok": 0, "refused": 0}
+    for step in range(OPS_PER_CONFIG):
+        if step % 50 == 0:  # training stand-in: new values everywhere
+            with torch.no_grad():
+                for b in (arena.weight, *arena.state, companion, *arena.row_state):
+                    b.copy_(torch.rand(b.numel(), dtype=torch.float64) + 1.0)
+        before = _state(arena, companion)
+        dense = _dense_rows(arena, companion)
+        kind, call, error, new_widths = _random_call(arena, companion, rng, budget_of)
+        budget = arena.budget_bytes
+        if error is None and kind != "budget" and budget is not None and budget_of(new_widths) > budget:
+            error = BudgetExceededError
+        if error is not None:
+            with pytest.raises(error):
+                call()
+            counts["refused"] += 1
+            arena.validate()
+            _assert_same_layout(_state(arena, companion), before)
+            continue
+        call()
+        counts["ok"] += 1
+        arena.validate()
+        assert arena.widths.tolist() == new_widths, kind
+        stats = arena.memory_stats()
+        assert stats["total_width"] == sum(new_widths)
+        if stats["budget_bytes"] is not None:
+            assert stats["capacity_bytes"] + stats["row_metadata_bytes"] <= stats["budget_bytes"]
+        after = _dense_rows(arena, companion)
+        old_n = len(before[0])
+        keep = torch.tensor([min(a, b) for a, b in zip(before[0], new_widths[:old_n])], dtype=torch.int64)
+        mask = torch.arange(D_MAX)[None, :] < keep[:, None]
+        for b_old, b_new in zip(dense, after):  # kept values bit for bit, grown positions zero
+            assert torch.equal(b_new[:old_n][mask], b_old[mask]), kind
+            assert not b_new[:old_n][~mask].any(), kind
+        for b_new in after[1:]:  # appended rows: state and companion start at zero
+            assert not b_new[old_n:].any()
+    assert counts["ok"] + counts["refused"] == OPS_PER_CONFIG
+    assert counts["refused"] > OPS_PER_CONFIG // 5 and counts["ok"] > OPS_PER_CONFIG // 3, counts

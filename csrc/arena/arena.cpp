@@ -40,27 +40,48 @@ void Arena::check_ids(const std::vector<int64_t>& ids) const {
                               std::to_string(n) + ")");
 }
 
+int64_t Arena::held_bytes(int64_t elements, int64_t rows) const {
+  const __int128 bytes = static_cast<__int128>(elements) * bytes_per_element_ +
+                         static_cast<__int128>(rows) * row_cost();
+  return bytes > kNoLimit ? kNoLimit : static_cast<int64_t>(bytes);
+}
+
 int64_t Arena::capacity_limit(int64_t rows) const {
-  if (budget_bytes_ < 0) return kNoLimit;
-  const int64_t left = budget_bytes_ - rows * bytes_per_row_;
-  return left < 0 ? -1 : left / bytes_per_element_;
+  int64_t limit = kNoLimit;
+  for (const int64_t bytes : {budget_bytes_, memory_limit_}) {
+    if (bytes < 0) continue;
+    const int64_t left = bytes - held_bytes(0, rows);
+    limit = std::min(limit, left < 0 ? int64_t{-1} : left / bytes_per_element_);
+  }
+  return limit;
 }
 
 void Arena::check_budget(int64_t used_elements, int64_t rows, const char* op) const {
-  if (budget_bytes_ < 0) return;
-  const int64_t need = used_elements * bytes_per_element_ + rows * bytes_per_row_;
-  if (need > budget_bytes_)
-    throw BudgetError(std::string(op) + " needs " + std::to_string(need) + " bytes (total width " +
-                      std::to_string(used_elements) + " x " + std::to_string(bytes_per_element_) +
-                      " bytes/element + " + std::to_string(rows) + " rows x " +
-                      std::to_string(bytes_per_row_) + " bytes/row) but budget_bytes is " +
-                      std::to_string(budget_bytes_));
+  const int64_t need = held_bytes(used_elements, rows);
+  auto what = [&] {
+    return std::string(op) + " needs " + std::to_string(need) + " bytes (total width " +
+           std::to_string(used_elements) + " x " + std::to_string(bytes_per_element_) +
+           " bytes/element + " + std::to_string(rows) + " rows x " + std::to_string(row_cost()) +
+           " bytes/row, of which " + std::to_string(kMetadataBytesPerRow) + " are the row's metadata)";
+  };
+  if (budget_bytes_ >= 0 && need > budget_bytes_)
+    throw BudgetError(what() + " but budget_bytes is " + std::to_string(budget_bytes_));
+  if (memory_limit_ >= 0 && need > memory_limit_)
+    throw MemoryLimitError(what() + ", more than the " + std::to_string(memory_limit_) +
+                           " bytes of memory of the machine that would hold it");
+}
+
+void Arena::check_append(int64_t rows, int64_t elements) const {
+  if (rows < 0 || elements < 0) throw std::invalid_argument("check_append: rows and elements must be >= 0");
+  check_budget(used_ + elements, num_rows() + rows, "append");
 }
 
 void Arena::set_budget(int64_t budget_bytes) {
-  const int64_t held = capacity_ * bytes_per_element_ + num_rows() * bytes_per_row_;
+  const int64_t held = held_bytes(capacity_, num_rows());
   if (budget_bytes >= 0 && held > budget_bytes)
-    throw BudgetError("the table holds " + std::to_string(held) + " bytes, more than the new budget of " +
+    throw BudgetError("the table holds " + std::to_string(held) + " bytes (" +
+                      std::to_string(num_rows() * kMetadataBytesPerRow) +
+                      " of them its rows' metadata), more than the new budget of " +
                       std::to_string(budget_bytes) + " bytes");
   budget_bytes_ = budget_bytes;
 }
@@ -523,7 +544,10 @@ void Arena::commit() {
 ArenaStats Arena::stats() const {
   ArenaStats s{};
   const int64_t free_elems = capacity_ - used_;
+  // capacity_bytes and used_bytes: the flat buffers and per-row state; the budget bounds them plus
+  // row_metadata_bytes.
   s.capacity_bytes = capacity_ * bytes_per_element_ + num_rows() * bytes_per_row_;
+  s.row_metadata_bytes = num_rows() * kMetadataBytesPerRow;
   s.used_bytes = used_ * bytes_per_element_ + num_rows() * bytes_per_row_;
   s.free_bytes = free_elems * bytes_per_element_;
   s.largest_free_bytes = free_.largest() * bytes_per_element_;
@@ -575,7 +599,7 @@ Arena Arena::with_layout(int64_t d_max, int64_t bytes_per_element, int64_t bytes
   a.capacity_ = capacity;
   a.id_order_ = false;  // unknown
   a.uniform_width_ = a.find_uniform_width();
-  if (a.budget_bytes_ >= 0 && a.stats().capacity_bytes > a.budget_bytes_)
+  if (a.budget_bytes_ >= 0 && a.held_bytes(capacity, a.num_rows()) > a.budget_bytes_)
     throw std::invalid_argument("the layout needs more than budget_bytes");
   a.validate();
   return a;
@@ -638,10 +662,10 @@ void Arena::validate() const {
   if (uniform_width_ != 0 && uniform_width_ != find_uniform_width())
     fail("uniform width is " + std::to_string(uniform_width_) + " but the rows are not all that wide at "
          "offset id * width");
-  const int64_t limit = capacity_limit(n);
-  if (budget_bytes_ >= 0 && capacity_ > limit)
-    fail("capacity " + std::to_string(capacity_) + " elements exceeds the budget (at most " +
-         std::to_string(limit) + ")");
+  if (budget_bytes_ >= 0 && held_bytes(capacity_, n) > budget_bytes_)
+    fail("capacity " + std::to_string(capacity_) + " elements and " + std::to_string(n) +
+         " rows hold " + std::to_string(held_bytes(capacity_, n)) + " bytes, more than the budget of " +
+         std::to_string(budget_bytes_));
 }
 
 }  // namespace pyscall

@@ -28,11 +28,18 @@ struct BudgetError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Raised when an operation would need more bytes than the machine can hold at all (its memory
+// limit, see set_memory_limit); translated to MemoryError. The arena is unchanged when it is thrown.
+struct MemoryLimitError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 struct ArenaStats {
   int64_t capacity_bytes, used_bytes, free_bytes, largest_free_bytes;
   double fragmentation;
   int64_t num_rows, total_width, bytes_per_element, bytes_per_row, metadata_bytes,
       budget_bytes, free_extents;
+  int64_t row_metadata_bytes;  // what the budget counts for the metadata: kMetadataBytesPerRow a row
   int64_t scratch_bytes;  // plan arrays kept for reuse and an uncommitted journal (not metadata)
 };
 
@@ -59,6 +66,12 @@ class Arena {
   // A new budget (< 0: none); throws BudgetError, changing nothing, when the
   // current capacity would not fit in it.
   void set_budget(int64_t budget_bytes);
+  // Bytes no table can exceed (< 0: none): the memory of the machine that holds the buffers.
+  // Checked with the budget, before anything is allocated; throws MemoryLimitError.
+  void set_memory_limit(int64_t bytes) { memory_limit_ = bytes < 0 ? -1 : bytes; }
+  // Throws BudgetError (or MemoryLimitError), changing nothing, unless `rows` more rows holding
+  // `elements` more elements would fit: lets a caller refuse before it allocates their widths or init.
+  void check_append(int64_t rows, int64_t elements) const;
   // Reverts the metadata of the last layout operation (valid until commit()
   // or the next operation; a no-op after either). The plan it returned must
   // not have been replayed. An operation whose buffers need no allocation
@@ -92,6 +105,8 @@ class Arena {
   // Free extents beyond which an operation ends with a compaction, so that
   // metadata stays within kMetadataBytesPerRow per row.
   size_t max_free_extents() const;
+  // The budget counts the metadata at this many bytes a row: offset and width (12 bytes, 13.5 with
+  // the vectors' growth room) and the free extents, which the arena keeps within it by compacting.
   static constexpr int64_t kMetadataBytesPerRow = 16;
   // set_widths trims capacity only when that frees more than 1/kTrimFraction.
   static constexpr int64_t kTrimFraction = 8;
@@ -102,6 +117,10 @@ class Arena {
   // Largest capacity (elements) the budget allows with `rows` rows.
   int64_t capacity_limit(int64_t rows) const;
   void check_budget(int64_t used_elements, int64_t rows, const char* op) const;
+  // Bytes counted against the budget for `elements` elements of capacity and `rows` rows
+  // (saturating: an absurd request compares as huge instead of overflowing).
+  int64_t held_bytes(int64_t elements, int64_t rows) const;
+  int64_t row_cost() const { return bytes_per_row_ + kMetadataBytesPerRow; }
   // Full re-layout to `new_widths` (size num_rows(), summing to `new_used`),
   // packed from 0 in the current offset order. Rows without storage yet take
   // their id position when the live rows are in id order (the common case),
@@ -165,6 +184,7 @@ class Arena {
   FreeExtents free_;
   int64_t capacity_ = 0, used_ = 0;
   int64_t d_max_, bytes_per_element_, bytes_per_row_, budget_bytes_;
+  int64_t memory_limit_ = -1;
   bool relayout_allocates_ = false;
 };
 

@@ -3,10 +3,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <climits>
 #include <memory>
 
 #include "arena/arena.h"
 #include "arena/huge_pages.h"
+#include "arena/layout_lock.h"
 #include "arena/plan.h"
 
 namespace py = pybind11;
@@ -61,8 +64,26 @@ void bind_arena(py::module_& m) {
     } catch (const pyscall::BudgetError& e) {
       py::object cls = py::module_::import("pyscall.errors").attr("BudgetExceededError");
       PyErr_SetString(cls.ptr(), e.what());
+    } catch (const pyscall::MemoryLimitError& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
     }
   });
+
+  // Subclassed in Python (pyscall.arena.LayoutLock), which adds the key and the context managers.
+  py::class_<pyscall::LayoutLock>(m, "LayoutLock", "A table's readers-writer lock (writers preferred).")
+      .def(py::init<>())
+      .def("acquire_shared", [](pyscall::LayoutLock& l) {
+        if (l.try_shared()) return;
+        py::gil_scoped_release nogil;  // wait without the GIL: the writer may need it to finish
+        l.wait_shared();
+      })
+      .def("release_shared", &pyscall::LayoutLock::release)
+      .def("acquire_exclusive", [](pyscall::LayoutLock& l) {
+        if (l.try_exclusive()) return;
+        py::gil_scoped_release nogil;
+        l.wait_exclusive();
+      })
+      .def("release_exclusive", &pyscall::LayoutLock::release);
 
   py::class_<Step>(m, "Step", "Row moves: copy `copy` elements src -> dst, zero dst[copy:total].")
       .def_property_readonly("src", [](py::object s) { return view(s.cast<Step&>().src, s); })
@@ -87,8 +108,25 @@ void bind_arena(py::module_& m) {
       .def(py::init<int64_t, int64_t, int64_t, int64_t>(), py::arg("d_max"),
            py::arg("bytes_per_element"), py::arg("bytes_per_row"), py::arg("budget_bytes"))
       .def("append", [](Arena& a, const py::array& w) {
+        // The rows' metadata alone must fit before their widths are copied: a billion widths under
+        // a small budget are refused here, not after gigabytes of copies.
+        if (w.ndim() == 1) a.check_append(static_cast<int64_t>(w.shape(0)), 0);
         return a.append(read_ints<int32_t>(w, "widths"));
       })
+      .def("append_uniform", [](Arena& a, int64_t count, int64_t width) {
+        // A table built without widths: no widths array at all, and the budget checked before any.
+        if (count < 0) throw py::value_error("count must be >= 0, got " + std::to_string(count));
+        if (width < 0 || width > a.d_max())
+          throw py::value_error("width " + std::to_string(width) + " is outside [0, d_max=" +
+                                std::to_string(a.d_max()) + "]");
+        const __int128 elements = static_cast<__int128>(count) * width;  // saturated: an absurd count stays absurd
+        a.check_append(count, static_cast<int64_t>(std::min<__int128>(elements, INT64_MAX / 4)));
+        return a.append(std::vector<int32_t>(static_cast<size_t>(count), static_cast<int32_t>(width)));
+      }, py::arg("count"), py::arg("width"))
+      .def("check_append", &Arena::check_append, py::arg("rows"), py::arg("elements"),
+           "raises BudgetExceededError (or MemoryError) unless that many more rows and elements fit")
+      .def("set_memory_limit", &Arena::set_memory_limit, py::arg("bytes"),
+           "bytes no operation may need (< 0: none), checked like the budget; raises MemoryError")
       .def("resize", [](Arena& a, const py::array& ids, const py::array& w) {
         return a.resize(read_ints<int64_t>(ids, "ids"), read_ints<int32_t>(w, "widths"));
       })
@@ -120,6 +158,7 @@ void bind_arena(py::module_& m) {
         d["metadata_bytes"] = s.metadata_bytes;
         d["free_extents"] = s.free_extents;
         d["scratch_bytes"] = s.scratch_bytes;
+        d["row_metadata_bytes"] = s.row_metadata_bytes;
         return d;
       })
       .def_property_readonly("offsets", [](py::object self) {
