@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import pyscall
+from .arena import METADATA_BYTES_PER_ROW
 from .metrics import ranking_metrics
 from .models import MODELS, MF, LightGCN, NegativeSampler, bpr_loss, normalized_adjacency, propagate_together
 from .scall.policies import SizeContext, SizePolicy
@@ -158,7 +159,14 @@ class StreamTrainer:
         return self._bpe
 
     def held_bytes(self) -> int:
-        return sum(t.memory_stats()["capacity_bytes"] for t in (self.users, self.items))
+        """What the tables hold: value and optimizer-state buffers and the rows' metadata, as the budget counts."""
+        return sum(s["capacity_bytes"] + s["row_metadata_bytes"]
+                   for s in (t.memory_stats() for t in (self.users, self.items)))
+
+    def _budget_bytes(self, params: Optional[int], n_rows: int) -> Optional[int]:
+        """The byte budget of `params` parameters over `n_rows` rows: weights with their Adam state, and each
+        row's metadata."""
+        return None if params is None else params * self._bytes_per_param() + n_rows * METADATA_BYTES_PER_ROW
 
     def _apply_sizes(self, seg) -> tuple[int, Optional[int], Optional[int]]:
         """Set every row's width for `seg`; returns (parameters used, parameter budget, byte budget)."""
@@ -176,8 +184,7 @@ class StreamTrainer:
             raise BudgetError(f"segment {seg.index}: policy {self.policy.name!r} asks for {used} parameters, "
                               f"over the budget of {budget} ({seg.n_users} users + {seg.n_items} items at "
                               f"d_min={cfg.d_min}); raise the budget or lower d_min")
-        bytes_per_param = self._bytes_per_param()
-        budget_bytes = None if budget is None else budget * bytes_per_param
+        budget_bytes = self._budget_bytes(budget, seg.n_users + seg.n_items)
         if self.users is None:
             self.users = self._new_table(user_w, budget_bytes)
             self.items = self._new_table(item_w, budget_bytes)
@@ -188,7 +195,8 @@ class StreamTrainer:
         held = self.held_bytes()
         if budget_bytes is not None and held > budget_bytes:
             raise BudgetError(f"segment {seg.index}: the user and item tables hold {held} bytes, over the "
-                              f"budget of {budget_bytes} bytes ({budget} parameters x {bytes_per_param} bytes)")
+                              f"budget of {budget_bytes} bytes ({budget} parameters x {self._bytes_per_param()} "
+                              f"bytes and {METADATA_BYTES_PER_ROW} bytes of metadata a row)")
         return used, budget, budget_bytes
 
     # -- training ------------------------------------------------------------------------------
@@ -323,8 +331,7 @@ class StreamTrainer:
         self.policy.load_state_dict(state.get("policy_state", {}))  # checkpoints before the agent have none
         if state["users"] is not None:
             seg = self.stream.segments[state["next_segment"] - 1]
-            budget = self.budget.params(seg.n_users, seg.n_items)
-            budget_bytes = None if budget is None else budget * self._bytes_per_param()
+            budget_bytes = self._budget_bytes(self.budget.params(seg.n_users, seg.n_items), seg.n_users + seg.n_items)
             self.users = self._new_table(state["users"]["widths"], budget_bytes)
             self.items = self._new_table(state["items"]["widths"], budget_bytes)
             self.users.load_state_dict(state["users"])

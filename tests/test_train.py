@@ -57,6 +57,8 @@ def test_every_segment_holds_the_budget(stream, policy, model):
     for row, seg in zip(rows, stream.segments):
         assert row["params"] == row["budget_params"] == 3 * (seg.n_users + seg.n_items)
         assert 0 < row["bytes"] <= row["budget_bytes"]
+        # weights with their Adam state (12 bytes a parameter) and each row's metadata (16 bytes) count
+        assert row["budget_bytes"] == row["budget_params"] * 12 + (seg.n_users + seg.n_items) * 16
         assert row["eval_users"] == len(np.unique(seg.test[:, 0]))
         assert 0 <= row["recall@20"] <= 1 and 0 <= row["ndcg@20"] <= 1
         assert 1 <= row["batches"] <= 12
