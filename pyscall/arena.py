@@ -55,7 +55,7 @@ __all__ = ["RaggedArena", "LayoutLock", "METADATA_BYTES_PER_ROW"]
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 # What the budget counts for each row's metadata (csrc/arena/arena.h, kMetadataBytesPerRow).
-METADATA_BYTES_PER_ROW = 16
+METADATA_BYTES_PER_ROW = _C.METADATA_BYTES_PER_ROW
 
 _MAX_BYTES = 2**63 - 1
 

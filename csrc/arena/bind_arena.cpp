@@ -69,6 +69,8 @@ void bind_arena(py::module_& m) {
     }
   });
 
+  m.attr("METADATA_BYTES_PER_ROW") = Arena::kMetadataBytesPerRow;  // what the budget counts a row for metadata
+
   // Subclassed in Python (pyscall.arena.LayoutLock), which adds the key and the context managers.
   py::class_<pyscall::LayoutLock>(m, "LayoutLock", "A table's readers-writer lock (writers preferred).")
       .def(py::init<>())
