@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -169,8 +170,9 @@ def test_huge_tables_are_refused_before_memory_is_spent():
     def cap():
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (16 * 2**30, 16 * 2**30))
+    # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
     result = subprocess.run([sys.executable, "-c", _HUGE], capture_output=True, text=True, timeout=300,
-                            preexec_fn=cap)
+                            preexec_fn=cap, cwd=tempfile.gettempdir())
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert len(lines) == 4, result.stdout
@@ -251,6 +253,7 @@ def test_bag_offsets_on_another_device_get_the_documented_value_error(device):
 
 _CRASHING_SAVE = """
 import sys
+import tempfile
 from pyscall import checkpoint
 checkpoint.save({"segment": 1}, sys.argv[1])
 checkpoint.save({"segment": 2}, sys.argv[1])   # killed halfway (PYSCALL_TEST_CRASH_IN_SAVE=2)
@@ -262,7 +265,7 @@ def test_a_save_killed_midway_leaves_a_temporary_file_that_the_next_load_or_save
     path = tmp_path / "run.pt"
     env = {**os.environ, checkpoint.CRASH_IN_SAVE_ENV: "2"}
     result = subprocess.run([sys.executable, "-c", _CRASHING_SAVE, str(path)], env=env, capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=120, cwd=tempfile.gettempdir())
     assert result.returncode == 17, result.stderr
     assert len(list(tmp_path.glob("run.pt.*.tmp"))) == 1
     if then == "load":
