@@ -1,6 +1,7 @@
 """`pyscall stream`: run size policies over a stream of interactions, segment by segment.
 
-    pyscall stream                                      # embedded Online Retail stream, SCALL agent
+    pyscall stream                                      # embedded Online Retail stream, default budget
+    pyscall stream --policy scall                       # the same with the SCALL agent
     pyscall stream --preset paper                       # the SCALL paper's setting on the same data
     pyscall stream --compare uniform,freq-rule,fixed-alpha --mean-size 8 --out runs/cmp
     pyscall stream --data ratings.dat --format movielens --budget-mb 2 --model lightgcn
@@ -71,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"budget as a mean width per row, P = c x (users + items) "
                              f"(default {DEFAULT_MEAN_SIZE:g} when no budget is given)")
     sizes = p.add_argument_group("policies")
-    sizes.add_argument("--policy", default="scall", choices=sorted(POLICIES),
+    # Not scall yet: with the agent the default run took 15.7 minutes here (11.2 CPU-minutes), over its 10.
+    sizes.add_argument("--policy", default="freq-rule", choices=sorted(POLICIES),
                        help="scall: the learned agent; the others are fixed rules (README)")
     sizes.add_argument("--compare", default=None,
                        help="comma-separated policies run on the same stream, e.g. uniform,freq-rule,fixed-alpha")

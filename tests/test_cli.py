@@ -107,4 +107,4 @@ def test_paper_preset_sets_the_paper_setting_and_explicit_options_win():
             assert getattr(args, key) == value, key
     assert args.max_batches == 7 and args.policy == "uniform"
     plain = parse_args(["stream"])
-    assert (plain.policy, plain.protocol, plain.dedup, plain.d_max) == ("scall", "split", "none", 64)
+    assert (plain.policy, plain.protocol, plain.dedup, plain.d_max) == ("freq-rule", "split", "none", 64)
