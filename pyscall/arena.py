@@ -98,32 +98,26 @@ class LayoutLock(_C.LayoutLock):
             self.release_exclusive()
 
 
-def _exclusive(method):
-    """Runs a layout method holding the arena's lock exclusively."""
-    def locked(self, *args, **kwargs):
-        lock = self.lock
-        lock.acquire_exclusive()
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            lock.release_exclusive()
-    locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
-    locked.unlocked = method
-    return locked
+def _holding(mode: str):
+    """A decorator: the method runs holding the arena's lock in `mode` ("exclusive" for layout changes,
+    "shared" for reads of the layout)."""
+    acquire, release = f"acquire_{mode}", f"release_{mode}"
+
+    def decorate(method):
+        def locked(self, *args, **kwargs):
+            lock = self.lock
+            getattr(lock, acquire)()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                getattr(lock, release)()
+        locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
+        locked.unlocked = method
+        return locked
+    return decorate
 
 
-def _shared(method):
-    """Runs a method that reads the layout holding the arena's lock shared."""
-    def locked(self, *args, **kwargs):
-        lock = self.lock
-        lock.acquire_shared()
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            lock.release_shared()
-    locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
-    locked.unlocked = method
-    return locked
+_exclusive, _shared = _holding("exclusive"), _holding("shared")
 
 
 def _meminfo_bytes(*fields: str) -> int | None:
