@@ -237,12 +237,9 @@ class StreamTrainer:
             return info
         best, best_fit, bad = None, -1.0, 0
         bar = self.batch_progress(cfg.max_batches) if self.batch_progress else None
-        order, pos = torch.randperm(len(train), generator=self.generator), 0
+        batches = _batch_indices(len(train), cfg.batch_size, self.generator)
         for b in range(cfg.max_batches):
-            if pos >= len(train):
-                order, pos = torch.randperm(len(train), generator=self.generator), 0
-            idx = order[pos: pos + cfg.batch_size]
-            pos += cfg.batch_size
+            idx = next(batches)
             neg = sampler.sample(train[idx, 0], self.generator)
             bpr_step(self.model, (self.users, self.items), train[idx, 0], train[idx, 1], neg, cfg.lr_at(b), cfg.l2,
                      self.device)
@@ -354,6 +351,15 @@ def _fitness(metrics: dict) -> float:
     return 0.5 * (metrics["recall@20"] + metrics["ndcg@20"])
 
 
+def _batch_indices(n: int, batch_size: int, generator: torch.Generator):
+    """Batches of row indices, endlessly: a new random order of the n rows each epoch. Lazy, so the caller's
+    draws from the same generator (negatives) interleave with the permutations in a fixed order."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for pos in range(0, n, batch_size):
+            yield order[pos: pos + batch_size]
+
+
 def bpr_step(model, tables, users, pos, neg, lr: float, l2: float, device) -> None:
     """One BPR batch; the tables' fused Adam updates the touched rows during backward."""
     for table in tables:
@@ -385,12 +391,9 @@ class Prober:
         train = torch.from_numpy(np.asarray(seg.train, dtype=np.int64).reshape(-1, 2))
         sampler = NegativeSampler(known, seg.n_items)
         self.batches = []
-        order, pos = torch.randperm(len(train), generator=generator), 0
+        indices = _batch_indices(len(train), cfg.batch_size, generator)
         for _ in range(batches if len(train) else 0):
-            if pos >= len(train):
-                order, pos = torch.randperm(len(train), generator=generator), 0
-            idx = order[pos: pos + cfg.batch_size]
-            pos += cfg.batch_size
+            idx = next(indices)
             self.batches.append((train[idx, 0], train[idx, 1], sampler.sample(train[idx, 0], generator)))
         self.budget = trainer.budget.params(seg.n_users, seg.n_items)
 
