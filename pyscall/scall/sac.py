@@ -173,8 +173,11 @@ class SAC:
                                            for _ in range(2))
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, weight_decay=c.weight_decay)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, weight_decay=c.weight_decay)
+        # fused: one kernel per step instead of ~10 tensor ops per parameter (the update's main cost on the CPU)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, weight_decay=c.weight_decay,
+                                          fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, weight_decay=c.weight_decay,
+                                           fused=True)
         self.buffer = ReplayBuffer(c.buffer_size, c.recency)
 
     def start_at(self, action) -> None:
