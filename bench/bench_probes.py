@@ -69,16 +69,16 @@ def main(argv=None) -> dict:
     trainer = trainer_through(args.segment, "lightgcn", args.mean_size, args.d_max, args.seed)
     seg = trainer.stream.segments[args.segment]
     rng = np.random.default_rng(args.seed)
-    faithful = trainer.prober(seg, 200, warm=False)
+    faithful = trainer.prober(seg, 200, start="fresh")
     ctx = SizeContext(seg.index, seg.user_frequency(), seg.item_frequency(), faithful.budget, 1, args.d_max, rng,
                       segment=seg)
     shapes = [action_to_shape(rng.random(3), AgentConfig()) for _ in range(args.actions)]
     sizes = [shape_sizes(ctx, shape) for shape in shapes]
 
     probers = {"faithful (fresh, 200 batches)": faithful,
-               "fresh-20": trainer.prober(seg, 20, warm=False),
-               "warm-20": trainer.prober(seg, 20, warm=True),
-               "warm-10": trainer.prober(seg, 10, warm=True)}
+               "fresh-20": trainer.prober(seg, 20, start="fresh"),
+               "warm-20": trainer.prober(seg, 20, start="warm"),
+               "warm-10": trainer.prober(seg, 10, start="warm")}
     fits, secs = {}, {}
     for name, prober in probers.items():
         fits[name], seconds = timed(lambda pr: [pr.fitness(u, i) for u, i in sizes], prober)
@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
 
     mf = trainer_through(args.segment, "mf", args.mean_size, args.d_max, args.seed)
     fits["mf-fresh (200 batches)"], seconds = timed(
-        lambda pr: [pr.fitness(u, i) for u, i in sizes], mf.prober(mf.stream.segments[args.segment], 200, warm=False))
+        lambda pr: [pr.fitness(u, i) for u, i in sizes], mf.prober(mf.stream.segments[args.segment], 200, start="fresh"))
     secs["mf-fresh (200 batches)"] = seconds / len(sizes)
 
     ref = fits["faithful (fresh, 200 batches)"]

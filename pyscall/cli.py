@@ -86,13 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     agent = p.add_argument_group("SCALL agent (--policy scall)")
     adef = AgentConfig()
     agent.add_argument("--probe", default=adef.probe, choices=list(PROBES),
-                       help="warm: probes start from the current model cut to the sampled sizes; fresh: a new "
-                            "model per probe (the paper code)")
+                       help="replay: a probe re-runs the previous segment's deployment (its starting tables "
+                            "resized to the sampled sizes); warm: the current model cut to the sampled sizes; "
+                            "fresh: a new model per probe (the paper code)")
     agent.add_argument("--probe-batches", type=int, default=adef.probe_batches, help="batches of one probe")
     agent.add_argument("--search-steps", default=f"{adef.min_steps},{adef.max_steps}", metavar="MIN,MAX",
                        help="probes per segment: at least MIN, then until the action settles, at most MAX")
     agent.add_argument("--alpha-scale", default=adef.alpha_scale, choices=list(ALPHA_SCALES),
-                       help="how the actor output maps to alpha in [0.1, 30] (linear: the paper's)")
+                       help="how the actor output maps to (user share, alpha_user, alpha_item): prior: 0.5 is "
+                            "fixed-alpha's (0.5, 0.5, 0.5), the ends 0/1 and alpha 0.1/30, alphas in log; log: "
+                            "log-uniform alphas; linear: the paper's alpha = 0.1 + a * 29.9")
     agent.add_argument("--reward", default=None, choices=list(REWARDS),
                        help="log-uniform: log of the probe's fitness over a uniform-size probe's; paper: over "
                             "the deployed model's, rescaled (default: paper under --protocol paper)")

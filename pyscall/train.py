@@ -25,7 +25,7 @@ import pyscall
 from .arena import METADATA_BYTES_PER_ROW
 from .metrics import ranking_metrics
 from .models import MODELS, MF, LightGCN, NegativeSampler, bpr_loss, normalized_adjacency, propagate_together
-from .scall.policies import SizeContext, SizePolicy
+from .scall.policies import PROBE_STARTS, SizeContext, SizePolicy
 
 FLOAT32_BYTES = 4
 PARAMS_PER_MB = 250_000  # the paper's megabytes of float32 parameters
@@ -122,6 +122,9 @@ class StreamTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)         # batches and negatives
         self.policy_rng = np.random.default_rng([config.seed, 1])             # random sizes
         self._bpe = None
+        # The tables as they were before the latest segment's resize, kept for policies that replay it
+        # (`policy.replays`: SCALL's replay probes re-run the previous deployment at other sizes).
+        self.start = None
 
     @property
     def done(self) -> bool:
@@ -185,6 +188,8 @@ class StreamTrainer:
                               f"over the budget of {budget} ({seg.n_users} users + {seg.n_items} items at "
                               f"d_min={cfg.d_min}); raise the budget or lower d_min")
         budget_bytes = self._budget_bytes(budget, seg.n_users + seg.n_items)
+        if getattr(self.policy, "replays", False) and self.users is not None:
+            self.start = tuple(_unbudgeted_copy(t) for t in (self.users, self.items))
         if self.users is None:
             self.users = self._new_table(user_w, budget_bytes)
             self.items = self._new_table(item_w, budget_bytes)
@@ -263,9 +268,9 @@ class StreamTrainer:
         info["valid_fitness"] = best_fit if best is not None else float("nan")
         return info
 
-    def prober(self, seg, batches: int, warm: bool = True) -> "Prober":
+    def prober(self, seg, batches: int, start: str = "warm") -> "Prober":
         """Short trainings at other sizes on `seg` (the agent's reward probes); see `Prober`."""
-        return Prober(self, seg, batches, warm)
+        return Prober(self, seg, batches, start)
 
     # -- one segment -----------------------------------------------------------------------------
     def run_segment(self) -> dict:
@@ -309,6 +314,7 @@ class StreamTrainer:
             "users": self.users.state_dict() if self.users is not None else None,
             "items": self.items.state_dict() if self.items is not None else None,
             "policy_state": self.policy.state_dict(),
+            "start": None if self.start is None else [t.state_dict() for t in self.start],
             "rng": {"generator": self.generator.get_state(),
                     "policy": self.policy_rng.bit_generator.state,
                     "torch": torch.get_rng_state(),
@@ -334,6 +340,11 @@ class StreamTrainer:
             self.users.load_state_dict(state["users"])
             self.items.load_state_dict(state["items"])
             self._build_model()
+        self.start = None
+        if state.get("start") is not None:  # checkpoints before replay probes have none
+            self.start = tuple(self._new_table(sd["widths"], None) for sd in state["start"])
+            for table, sd in zip(self.start, state["start"]):
+                table.load_state_dict(sd)
         self.next_segment = state["next_segment"]
         self.results = [dict(r) for r in state["results"]]
         rng = state["rng"]
@@ -373,15 +384,23 @@ class Prober:
     early-stopped (validation; the test part under protocol "paper"): SCALL's reward probes.
 
     Every probe of one `Prober` trains on the same pre-drawn batches and negatives, over one graph built
-    once, so rewards differ by the sizes alone. `warm=True` starts each probe from a copy of the current
-    tables cut or zero-padded to its sizes (what deployment does); `warm=False` is the paper's fresh model.
+    once, so rewards differ by the sizes alone. Where a probe starts (`start`):
+    - "replay": the tables as they were before `seg` was deployed (`trainer.start`), resized to the probe's
+      sizes as deployment resized them, so a probe re-runs that deployment at other sizes; "warm" where there
+      is no such start (the first segment was trained from scratch);
+    - "warm": the current tables, already trained on `seg`, cut or zero-padded to the probe's sizes;
+    - "fresh": a new model at the probe's sizes (the paper code's probe).
     """
 
-    def __init__(self, trainer: StreamTrainer, seg, batches: int, warm: bool = True):
+    def __init__(self, trainer: StreamTrainer, seg, batches: int, start: str = "warm"):
         cfg = trainer.config
         if batches < 1:
             raise ValueError(f"probe batches must be >= 1, got {batches}")
-        self.trainer, self.seg, self.warm = trainer, seg, warm
+        if start not in PROBE_STARTS:
+            raise ValueError(f"probe start must be one of {PROBE_STARTS}, got {start!r}")
+        if start == "replay" and trainer.start is None:
+            start = "warm"
+        self.trainer, self.seg, self.start = trainer, seg, start
         self.eval = trainer.eval_set(seg, trainer._scoring_part(seg))
         known = seg.training_pairs()
         self.graph = normalized_adjacency(known, seg.n_users, seg.n_items, device=trainer.device) \
@@ -399,17 +418,19 @@ class Prober:
 
     def _tables(self, user_widths, item_widths):
         t = self.trainer
-        if not self.warm:
-            # every fresh probe draws its init from the same RNG state (and leaves the run's RNG where it was)
-            with torch.random.fork_rng(devices=[] if t.device.type == "cpu" else [t.device]):
+        # every probe draws its new rows' init from the same RNG state, and the run's RNG stays where it was
+        with torch.random.fork_rng(devices=[] if t.device.type == "cpu" else [t.device]):
+            if self.start == "fresh":
                 return t._new_table(user_widths, None), t._new_table(item_widths, None)
-        out = []
-        for table, widths in ((t.users, user_widths), (t.items, item_widths)):
-            copy_ = copy.deepcopy(table)
-            copy_.budget_bytes = None
-            copy_.set_widths(widths[:copy_.num_embeddings])
-            out.append(copy_)
-        return tuple(out)
+            if self.start == "replay":
+                out = tuple(copy.deepcopy(table) for table in t.start)
+                for table, widths in zip(out, (user_widths, item_widths)):
+                    t._resize(table, widths, None)
+                return out
+            out = tuple(_unbudgeted_copy(table) for table in (t.users, t.items))
+            for table, widths in zip(out, (user_widths, item_widths)):
+                table.set_widths(widths[:table.num_embeddings])
+            return out
 
     def fitness(self, user_widths: torch.Tensor, item_widths: torch.Tensor) -> float:
         """(Recall@20 + NDCG@20) / 2 after training a probe at these widths on the pre-drawn batches."""
@@ -447,6 +468,12 @@ class Prober:
         t = self.trainer
         model = self._model(t.users, t.items)
         return _fitness(t.fitness(model, self.eval, self.seg.n_items)) if len(self.eval.pairs) else 0.0
+
+
+def _unbudgeted_copy(table):
+    out = copy.deepcopy(table)
+    out.budget_bytes = None
+    return out
 
 
 def _numpy_global_state():

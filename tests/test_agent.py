@@ -12,7 +12,9 @@ import torch
 from pyscall.data.stream import prepare_stream
 from pyscall.data.synthetic import synthetic_stream
 from pyscall.scall import make_policy
-from pyscall.scall.agent import AgentConfig, ScallPolicy, action_to_shape, agent_state, pooled_profile, state_dim
+from pyscall.scall.agent import (AgentConfig, ScallPolicy, action_to_shape, agent_state, pooled_profile,
+                                 shape_to_action, state_dim)
+from pyscall.scall.policies import UniformPolicy
 from pyscall.scall.sac import SACConfig
 from pyscall.train import Budget, StreamTrainer, TrainConfig
 
@@ -80,8 +82,8 @@ def test_state_has_one_length_and_meaning_whatever_the_stream(n_users, n_items):
     assert agent_state(uf, itf, 0.0, tables, 1, 16, lean).shape == (state_dim(16, lean),) == (18,)
 
 
-def test_action_maps_to_the_alpha_range_on_both_scales():
-    log, linear = AgentConfig(), AgentConfig(alpha_scale="linear")
+def test_action_maps_to_the_alpha_range_on_every_scale():
+    log, linear = AgentConfig(alpha_scale="log"), AgentConfig(alpha_scale="linear")
     assert action_to_shape([0.3, 0.0, 1.0], log)[1:] == pytest.approx((0.1, 30.0))
     assert action_to_shape([0.3, 0.5, 0.5], log)[1] == pytest.approx(np.sqrt(0.1 * 30))
     assert action_to_shape([0.3, 0.5, 0.5], linear)[1] == pytest.approx(0.1 + 0.5 * 29.9)
@@ -90,11 +92,26 @@ def test_action_maps_to_the_alpha_range_on_both_scales():
         AgentConfig(alpha_scale="cubic")
 
 
+def test_the_prior_scale_centres_the_action_box_on_the_prior():
+    cfg = AgentConfig(prior=(0.3, 0.5, 2.0))
+    assert cfg.alpha_scale == "prior"  # the default
+    assert action_to_shape([0.5, 0.5, 0.5], cfg) == pytest.approx((0.3, 0.5, 2.0))
+    # the ends are the full ranges; each half is linear (the alphas in log)
+    assert action_to_shape([0.0, 0.0, 1.0], cfg) == pytest.approx((1e-3, 0.1, 30.0))
+    assert action_to_shape([0.25, 0.25, 0.75], cfg) == pytest.approx((0.15, np.sqrt(0.1 * 0.5), np.sqrt(2.0 * 30)))
+    rng = np.random.default_rng(0)
+    for a in rng.random((20, 3)):
+        assert shape_to_action(action_to_shape(a, cfg), cfg) == pytest.approx(a, abs=1e-9)
+    with pytest.raises(ValueError, match="needs a prior"):
+        AgentConfig(prior=None)
+    assert AgentConfig(prior=None, alpha_scale="log").prior is None
+
+
 def _tiny_agent(**kw):
     return AgentConfig(groups=8, min_steps=3, max_steps=5, probe_batches=3, sac=SACConfig(hidden=32), **kw)
 
 
-@pytest.mark.parametrize("model,probe", [("mf", "warm"), ("lightgcn", "fresh")])
+@pytest.mark.parametrize("model,probe", [("mf", "warm"), ("lightgcn", "fresh"), ("lightgcn", "replay")])
 def test_search_then_deploy_holds_the_budget_and_records_the_search(model, probe):
     stream = prepare_stream(synthetic_stream(120, 80, 2400, seed=1), segmentation="count", n_segments=3, seed=1)
     cfg = TrainConfig(model=model, d_max=8, batch_size=128, max_batches=8, eval_every=4, patience=2, seed=3)
@@ -145,14 +162,21 @@ def test_scall_killed_after_a_segment_resumes_to_the_same_numbers(tmp_path):
     assert (straight / "agent.png").exists()
 
 
-@pytest.mark.parametrize("model,warm", [("lightgcn", True), ("lightgcn", False), ("mf", True)])
-def test_probes_side_by_side_score_as_probes_alone(model, warm):
+class _ReplayingUniform(UniformPolicy):
+    replays = True
+
+
+@pytest.mark.parametrize("model,start", [("lightgcn", "warm"), ("lightgcn", "fresh"), ("lightgcn", "replay"),
+                                         ("mf", "warm")])
+def test_probes_side_by_side_score_as_probes_alone(model, start):
     stream = prepare_stream(synthetic_stream(120, 80, 2400, seed=1), segmentation="count", n_segments=2, seed=1)
     cfg = TrainConfig(model=model, d_max=8, batch_size=128, max_batches=8, eval_every=4, patience=2, seed=3)
-    trainer = StreamTrainer(stream, make_policy("uniform"), cfg, Budget(mean_size=3))
+    trainer = StreamTrainer(stream, _ReplayingUniform(), cfg, Budget(mean_size=3))
     trainer.run_segment()
-    seg = stream.segments[0]
-    prober = trainer.prober(seg, 4, warm=warm)
+    trainer.run_segment()
+    seg = stream.segments[1]
+    prober = trainer.prober(seg, 4, start=start)
+    assert prober.start == start
     g = torch.Generator().manual_seed(0)
     sizes = [(torch.randint(1, 9, (seg.n_users,), generator=g, dtype=torch.int32),
               torch.randint(1, 9, (seg.n_items,), generator=g, dtype=torch.int32)) for _ in range(3)]
@@ -166,7 +190,6 @@ def test_probes_side_by_side_score_as_probes_alone(model, warm):
 def test_the_first_action_is_the_prior():
     cfg = AgentConfig(groups=8, prior=(0.3, 0.5, 2.0), sac=SACConfig(hidden=32))
     policy = ScallPolicy(cfg, seed=0)
-    from pyscall.scall.agent import shape_to_action
     from pyscall.scall.sac import SAC
     sac = SAC(state_dim(8, cfg), 3, cfg.sac, seed=0)
     sac.start_at(shape_to_action(cfg.prior, cfg))
@@ -175,3 +198,35 @@ def test_the_first_action_is_the_prior():
     with pytest.raises(ValueError, match="prior"):
         AgentConfig(prior=(1.5, 0.5, 0.5))
     assert policy.sac is None  # built at the first search
+
+
+def test_replay_probes_start_from_the_tables_before_the_previous_deployment():
+    stream = prepare_stream(synthetic_stream(120, 80, 2400, seed=1), segmentation="count", n_segments=3, seed=1)
+    cfg = TrainConfig(model="mf", d_max=8, batch_size=128, max_batches=8, eval_every=4, patience=2, seed=3)
+    trainer = StreamTrainer(stream, _ReplayingUniform(), cfg, Budget(mean_size=3))
+    trainer.run_segment()
+    assert trainer.start is None  # segment 0 starts from nothing
+    assert trainer.prober(stream.segments[0], 2, start="replay").start == "warm"  # so its probes cannot replay
+    after_0 = [t.to_dense().clone() for t in trainer.tables()]
+    trainer.run_segment()
+    assert [torch.equal(s.to_dense(), a) for s, a in zip(trainer.start, after_0)] == [True, True]
+    assert all(s.budget_bytes is None for s in trainer.start)  # a search copy, outside the tables' budget
+    seg = stream.segments[1]
+    g = torch.Generator().manual_seed(0)
+    widths = (torch.randint(1, 9, (seg.n_users,), generator=g, dtype=torch.int32),
+              torch.randint(1, 9, (seg.n_items,), generator=g, dtype=torch.int32))
+    prober = trainer.prober(seg, 2, start="replay")
+    tables = prober._tables(*widths)
+    again = prober._tables(*widths)
+    for table, twin, start, w in zip(tables, again, after_0, widths):
+        dense = table.to_dense()
+        assert torch.equal(table.widths, w)
+        assert torch.equal(dense, twin.to_dense())  # new rows draw the same init in every probe
+        old = len(start)
+        keep = torch.minimum(w[:old], torch.full_like(w[:old], 8))
+        mask = torch.arange(8)[None, :] < keep[:, None]
+        assert torch.equal(dense[:old][mask], start[mask])  # the rows it had, cut or zero-padded
+        assert not dense[:old][~mask].any()
+    before = torch.get_rng_state()
+    prober.fitness(*widths)
+    assert torch.equal(torch.get_rng_state(), before)  # probes leave the run's RNG alone

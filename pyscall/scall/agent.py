@@ -17,11 +17,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .policies import FixedAlphaPolicy, SizeContext, SizePolicy, UniformPolicy
+from .policies import PROBE_STARTS, FixedAlphaPolicy, SizeContext, SizePolicy, UniformPolicy
 from .sac import SAC, SACConfig
 
-ALPHA_SCALES = ("log", "linear")
-PROBES = ("warm", "fresh")
+ALPHA_SCALES = ("prior", "log", "linear")
+PROBES = PROBE_STARTS
 REWARDS = ("log-uniform", "paper")
 
 
@@ -30,7 +30,8 @@ class AgentConfig:
     groups: int = 256                 # rank groups of each frequency profile (paper code: 256)
     embeddings: bool = True           # mean user and item embeddings in the state (paper code: yes)
     spreads: bool = True              # (max - min) / (d_max - d_min) of the current sizes
-    alpha_scale: str = "log"          # "linear": the paper's alpha = 0.1 + a * 29.9 (mostly near-flat sizes)
+    alpha_scale: str = "prior"        # action 0.5 is the prior (see action_to_shape); "log": log-uniform over
+                                      # [alpha_min, alpha_max]; "linear": the paper's alpha = 0.1 + a * 29.9
     alpha_min: float = 0.1
     alpha_max: float = 30.0
     min_steps: int = 11               # probes per segment, at least
@@ -38,9 +39,11 @@ class AgentConfig:
     settle_steps: int = 5             # settled: the deterministic action after each of the last `settle_steps`
                                       # rounds of probes moved < settle_tol
     settle_tol: float = 0.01
-    probe_batches: int = 10           # batches of one warm probe (the paper code's fresh probe: 200, cut to 20
-                                      # by its authors; bench/bench_probes.py compares them)
-    probe: str = "warm"               # "fresh": the paper code's probe, a new model at the sampled sizes
+    probe_batches: int = 10           # batches of one probe (the paper code's fresh probe: 200, cut to 20 by
+                                      # its authors; bench/bench_probes.py compares them)
+    probe: str = "replay"             # where a probe starts (`train.Prober`): "replay" re-runs the previous
+                                      # segment's deployment at the sampled sizes; "warm" cuts the current model;
+                                      # "fresh" is the paper code's new model
     probes_per_step: int = 1          # actions sampled and probed side by side in one pass (`fitness_many`)
     chain: bool = False               # True: the paper code's chained transitions (gamma bootstraps the next
                                       # probe); False: each probe is its own episode, as a probe's sizes do
@@ -68,6 +71,8 @@ class AgentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps < self.min_steps:
             raise ValueError(f"max_steps ({self.max_steps}) must be >= min_steps ({self.min_steps})")
+        if self.alpha_scale == "prior" and self.prior is None:
+            raise ValueError('alpha_scale "prior" needs a prior (user share, alpha_user, alpha_item)')
         if self.prior is not None:
             share, alpha_user, alpha_item = self.prior
             if not (0 < share < 1 and self.alpha_min <= alpha_user <= self.alpha_max
@@ -136,28 +141,45 @@ def _spread(widths: torch.Tensor) -> float:
 
 
 # -- the action -----------------------------------------------------------------------------------
-def action_to_shape(action, config: AgentConfig) -> tuple[float, float, float]:
-    """(user share w, alpha_user, alpha_item) for an actor output in (0, 1)^3."""
-    a = np.clip(np.asarray(action, dtype=np.float64), 0.0, 1.0)
-    share = float(np.clip(a[0], 1e-3, 1 - 1e-3))
-    lo, hi = config.alpha_min, config.alpha_max
-    if config.alpha_scale == "log":
-        alphas = np.exp(math.log(lo) + a[1:] * (math.log(hi) - math.log(lo)))
+def _ends(config: AgentConfig) -> np.ndarray:
+    """Rows (low, centre, high) of each action coordinate's range: the user share linear, the alphas as logs."""
+    log_lo, log_hi = math.log(config.alpha_min), math.log(config.alpha_max)
+    if config.alpha_scale == "prior":
+        share, alpha_user, alpha_item = config.prior
+        centre = [share, math.log(alpha_user), math.log(alpha_item)]
     else:
-        alphas = lo + a[1:] * (hi - lo)
-    return share, float(alphas[0]), float(alphas[1])
+        centre = [0.5, (log_lo + log_hi) / 2, (log_lo + log_hi) / 2]
+    return np.array([[0.0, centre[0], 1.0], [log_lo, centre[1], log_hi], [log_lo, centre[2], log_hi]])
+
+
+def action_to_shape(action, config: AgentConfig) -> tuple[float, float, float]:
+    """(user share w, alpha_user, alpha_item) for an actor output in (0, 1)^3.
+
+    "prior" (default): each coordinate is piecewise linear with 0.5 at the prior, so the box centre, where
+    SAC's entropy term pulls a tanh-squashed mean, is the prior rather than an arbitrary shape; the alphas on
+    a log scale. "log": log-linear over [alpha_min, alpha_max]. "linear": the paper's alpha_min + a * range.
+    """
+    a = np.clip(np.asarray(action, dtype=np.float64), 0.0, 1.0)
+    if config.alpha_scale == "linear":
+        lo, hi = config.alpha_min, config.alpha_max
+        values = [a[0], *(lo + a[1:] * (hi - lo))]
+    else:
+        ends = _ends(config)
+        values = [np.interp(x, [0.0, 0.5, 1.0], row) for x, row in zip(a, ends)]
+        values[1:] = np.exp(values[1:])
+    share = float(np.clip(values[0], 1e-3, 1 - 1e-3))
+    return share, float(values[1]), float(values[2])
 
 
 def shape_to_action(shape, config: AgentConfig) -> np.ndarray:
-    """The inverse of `action_to_shape`."""
+    """The inverse of `action_to_shape` (alphas clipped to [alpha_min, alpha_max])."""
     share, alpha_user, alpha_item = shape
     lo, hi = config.alpha_min, config.alpha_max
     alphas = np.clip(np.array([alpha_user, alpha_item], dtype=np.float64), lo, hi)
-    if config.alpha_scale == "log":
-        a = (np.log(alphas) - math.log(lo)) / (math.log(hi) - math.log(lo))
-    else:
-        a = (alphas - lo) / (hi - lo)
-    return np.concatenate([[share], a])
+    if config.alpha_scale == "linear":
+        return np.concatenate([[share], (alphas - lo) / (hi - lo)])
+    values = [share, *np.log(alphas)]
+    return np.array([np.interp(v, row, [0.0, 0.5, 1.0]) for v, row in zip(values, _ends(config))])
 
 
 def shape_sizes(ctx: SizeContext, shape) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,6 +202,10 @@ class ScallPolicy(SizePolicy):
         self.last_search: dict = {}         # scalars of the latest segment, merged into its result row
         self.history: list[dict] = []       # every segment's search trace (results.json)
 
+    @property
+    def replays(self) -> bool:
+        return self.config.probe == "replay"
+
     def sizes(self, ctx: SizeContext):
         if ctx.previous is None or ctx.trainer is None:
             self.last_search = {}
@@ -201,7 +227,7 @@ class ScallPolicy(SizePolicy):
             if cfg.prior is not None:
                 self.sac.start_at(shape_to_action(cfg.prior, cfg))
         start = time.perf_counter()
-        prober = trainer.prober(prev, cfg.probe_batches, warm=cfg.probe == "warm")
+        prober = trainer.prober(prev, cfg.probe_batches, start=cfg.probe)
         pctx = SizeContext(prev.index, prev.user_frequency(), prev.item_frequency(), prober.budget, ctx.d_min,
                            ctx.d_max, ctx.rng, segment=prev)
         if cfg.reward == "paper":

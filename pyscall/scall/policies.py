@@ -17,6 +17,10 @@ import torch
 from .sizes import power_law_sizes
 
 
+# Where a reward probe starts (`train.Prober`): the previous deployment replayed, the current tables, or new ones.
+PROBE_STARTS = ("replay", "warm", "fresh")
+
+
 @dataclass
 class SizeContext:
     index: int                    # segment index t
@@ -95,6 +99,7 @@ class SizePolicy:
     """Base class: a name (as on the command line) and `sizes(ctx)`."""
     name = ""
     budgeted = True
+    replays = False  # True: the trainer keeps `start`, the tables before the latest resize (replay probes)
 
     def sizes(self, ctx: SizeContext):
         raise NotImplementedError
