@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ import pyscall
 from pyscall import checkpoint
 from pyscall.arena import METADATA_BYTES_PER_ROW as META, LayoutLock, RaggedArena, memory_ceiling
 from pyscall.errors import CheckpointError
+
+CRASH_IN_SAVE = Path(__file__).with_name("crash_in_save.py")
 
 
 def _everything(table):
@@ -256,16 +259,15 @@ import sys
 import tempfile
 from pyscall import checkpoint
 checkpoint.save({"segment": 1}, sys.argv[1])
-checkpoint.save({"segment": 2}, sys.argv[1])   # killed halfway (PYSCALL_TEST_CRASH_IN_SAVE=2)
+checkpoint.save({"segment": 2}, sys.argv[1])   # killed halfway (crash_in_save.py 2)
 """
 
 
 @pytest.mark.parametrize("then", ["load", "save"])
 def test_a_save_killed_midway_leaves_a_temporary_file_that_the_next_load_or_save_removes(tmp_path, then):
     path = tmp_path / "run.pt"
-    env = {**os.environ, checkpoint.CRASH_IN_SAVE_ENV: "2"}
-    result = subprocess.run([sys.executable, "-c", _CRASHING_SAVE, str(path)], env=env, capture_output=True,
-                            text=True, timeout=120, cwd=tempfile.gettempdir())
+    result = subprocess.run([sys.executable, str(CRASH_IN_SAVE), "2", "-c", _CRASHING_SAVE, str(path)],
+                            capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir())
     assert result.returncode == 17, result.stderr
     assert len(list(tmp_path.glob("run.pt.*.tmp"))) == 1
     if then == "load":
