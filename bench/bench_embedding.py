@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 import pyscall
-from pyscall import backend_cpu, ops
+from pyscall import host, ops
+from pyscall.backends import cpu as backend_cpu
 from pyscall.scall import power_law_sizes
 from touch_floor import DISTANCES, Touch, library as touch_library
 
@@ -144,7 +145,7 @@ def kernels_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widt
         backend_cpu.lookup(weight, offsets, row_widths, batch, d_max, uniform_width)
         backend_cpu.fused_update(grad, batch, None, None, None, offsets, row_widths, weight.detach(), states,
                                  row_states[0] if row_states else None,
-                                 **ops._optimizer_args(hparams, step_count, optimizer), uniform_width=uniform_width)
+                                 **host.optimizer_args(hparams, step_count, optimizer), uniform_width=uniform_width)
     return step
 
 

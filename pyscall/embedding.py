@@ -19,14 +19,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from . import ops
 from .arena import RaggedArena, check_budget_bytes, memory_ceiling
-
-# Fused optimizers: per-element state buffers, per-row state buffers, default hyper-parameters.
-FUSED_OPTIMIZERS = {
-    "sgd": (0, 0, dict(lr=0.01, eps=0.0)),
-    "adagrad": (1, 0, dict(lr=0.01, eps=1e-10)),
-    "rowwise_adagrad": (0, 1, dict(lr=0.01, eps=1e-8)),
-    "adam": (2, 0, dict(lr=1e-3, eps=1e-8)),
-}
+from .spec import OPTIMIZERS, POOL_MODES, table_dtypes
 
 # torch.nn.Embedding / EmbeddingBag keywords pyscall does not implement, with torch's defaults:
 # passing the default is harmless, anything else raises instead of being ignored.
@@ -94,25 +87,29 @@ class RaggedTable(nn.Module):
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError("padding_idx must be within num_embeddings")
             padding_idx = int(padding_idx) % num_embeddings
-        if optimizer is not None and optimizer not in FUSED_OPTIMIZERS:
-            raise ValueError(f"optimizer must be None or one of {sorted(FUSED_OPTIMIZERS)}, got {optimizer!r}")
+        if optimizer is not None and optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be None or one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         if sparse and optimizer is not None:
             raise ValueError(f"sparse=True is for drop-in mode (a sparse weight.grad for a torch optimizer); the "
                              f"fused optimizer {optimizer!r} leaves no gradient")
         if init_std is not None:
             init_std = _check_hparam("init_std", init_std)
-        per_element, per_row, defaults = FUSED_OPTIMIZERS.get(optimizer, (0, 0, dict(lr=0.0, eps=0.0)))
+        spec = OPTIMIZERS[optimizer] if optimizer is not None else None
         # Checked before the table is built: a bad hyper-parameter allocates nothing.
-        hparams = self._check_hparams(defaults["lr"] if lr is None else lr,
-                                      defaults["eps"] if eps is None else eps, betas, weight_decay)
+        hparams = self._check_hparams((spec.lr if spec else 0.0) if lr is None else lr,
+                                      (spec.eps if spec else 0.0) if eps is None else eps, betas, weight_decay)
         dtype = dtype or torch.get_default_dtype()
         device = torch.device(device) if device is not None else torch.device("cpu")
+        if dtype not in table_dtypes(device, fused=spec is not None):  # what the kernels there read and update
+            raise TypeError(f"a pyscall table on {device.type}{' with a fused optimizer' if spec else ''} holds "
+                            f"{' or '.join(map(str, table_dtypes(device, spec is not None)))}, got dtype={dtype}")
         self.padding_idx = padding_idx
         self.optimizer = optimizer
         self.sparse = bool(sparse)
         self.init_std = init_std
         self._arena = RaggedArena(num_embeddings, embedding_dim, widths, dtype=dtype, device=device,
-                                  state_per_element=per_element, state_per_row=per_row, state_dtype=dtype,
+                                  state_per_element=spec.state_per_element if spec else 0,
+                                  state_per_row=spec.state_per_row if spec else 0, state_dtype=dtype,
                                   budget_bytes=budget_bytes, row_init=self._row_init)
         if padding_idx is not None:
             self._zero_row(padding_idx)
@@ -497,8 +494,8 @@ class EmbeddingBag(RaggedTable):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, mode: str = "mean",
                  include_last_offset: bool = False, padding_idx: Optional[int] = None, **kwargs):
-        if mode not in ops.MODES:
-            raise ValueError(f"mode must be one of {ops.MODES}, got {mode!r}")
+        if mode not in POOL_MODES:
+            raise ValueError(f"mode must be one of {tuple(POOL_MODES)}, got {mode!r}")
         super().__init__(num_embeddings, embedding_dim, padding_idx, **kwargs)
         self.mode = mode
         self.include_last_offset = include_last_offset

@@ -6,52 +6,26 @@ forward; their backward either produces the gradient of the flat weight buffer (
 they are the custom ops `pyscall::embedding_lookup` / `pyscall::bag_lookup`; eager calls run the same
 bodies and backward formulas through a torch.autograd.Function, because the custom-op autograd
 wrapper costs about 0.4 ms a call in Python, more than the kernels themselves at batch 4096.
-Kernels come from `pyscall.backend_cpu` (C++ `_C`) for CPU tensors and from `pyscall.kernels`
-(Triton) for CUDA tensors, or for CPU tensors too when PYSCALL_BACKEND=triton (with
+Kernels come from `pyscall.backends.cpu` (C++ `_C`) for CPU tensors and from `pyscall.backends.triton`
+for CUDA tensors, or for CPU tensors too when PYSCALL_BACKEND=triton (with
 TRITON_INTERPRET=1 set before import, for testing the Triton code without a GPU).
 """
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from . import backend_cpu
+from . import backends, host
 from .arena import LayoutLock
+from .spec import POOL_MODES
 
-MODES = ("sum", "mean", "max")
-
-
-# Read once, at import: like TRITON_INTERPRET, which Triton reads at import, a setting of the process
-# (os.environ.get costs about 1 us, and backend() runs twice a training step).
-_BACKEND_CHOICE = os.environ.get("PYSCALL_BACKEND", "auto")
-_CPU_KERNELS_FOR_CPU = _BACKEND_CHOICE in ("auto", "cpu")
+MODES = tuple(POOL_MODES)
 
 
-def backend(t: Tensor):
-    """The kernel module for tensors on the device of `t`."""
-    if _CPU_KERNELS_FOR_CPU and t.is_cpu:
-        return backend_cpu  # the common case first, without building a torch.device
-    device, choice = t.device, _BACKEND_CHOICE
-    if choice not in ("auto", "cpu", "triton"):
-        raise ValueError(f"PYSCALL_BACKEND must be 'auto', 'cpu' or 'triton', got {choice!r}")
-    if device.type == "cuda" or choice == "triton":
-        if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError("PYSCALL_BACKEND=triton on CPU tensors needs TRITON_INTERPRET=1 "
-                               "set before pyscall.kernels is imported")
-        from . import kernels
-        return kernels
-    raise ValueError(f"pyscall supports cpu and cuda tensors, got device {device}")
-
-
-def check_bag_offsets(bag_offsets: Tensor, n: int) -> int:
-    """Checks bags [B+1] over n indices; returns bag_offsets[-1], the number of indices the bags use.
-    One C++ pass on the host (a copy and a sync for a CUDA tensor): the same check in numpy took 8.5 us
-    a call, more than the rest of a pooled lookup's Python."""
-    return backend_cpu.bag_end(bag_offsets.cpu(), n)
+backend = backends.for_tensor  # the kernel module for tensors on the device of its argument
 
 
 def _drop_padding(ids: Tensor, bag_offsets: Tensor, padding_idx: int, n: int):
@@ -113,18 +87,6 @@ def _saved_tensors(ctx) -> tuple:
         raise
 
 
-def _optimizer_args(hparams: Tensor, step: Tensor, optimizer: str) -> dict:
-    """The fused optimizer's arguments, after advancing the table's step count by one."""
-    if step.is_cpu:  # one C++ call; the three torch ops below took about 4% of a cold width-64 Adam step
-        lr, eps, beta1, beta2, weight_decay, count = backend_cpu.advance_step(hparams, step)
-    else:
-        lr, eps, beta1, beta2, weight_decay = hparams.tolist()
-        count = int(step) + 1
-        step.fill_(count)
-    return dict(optimizer=optimizer, lr=lr, eps=eps, beta1=beta1, beta2=beta2,
-                weight_decay=weight_decay, step=count)
-
-
 def _same_memory(a: Tensor, b: Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.numel() == b.numel()
 
@@ -157,7 +119,7 @@ def _lookup_forward(weight: Tensor, offsets: Tensor, widths: Tensor, uniform_wid
                     padding_idx: int, states: list[Tensor], row_states: list[Tensor], step: Tensor,
                     hparams: Tensor, optimizer: str) -> Tensor:
     # states/row_states/step/hparams/optimizer ride along only for the backward (the fused update).
-    # The backend raises IndexError for an id out of range (kernels/CONTRACT.md).
+    # The backend raises IndexError for an id out of range (pyscall/backends/CONTRACT.md).
     return backend(weight).lookup(weight, offsets, widths, ids, d_max, uniform_width)
 
 
@@ -224,7 +186,7 @@ embedding_lookup.register_autograd(_lookup_backward, setup_context=_lookup_setup
 # ---------------------------------------------------------------------------------------------
 def _bag_pooled(weight, offsets, widths, uniform_width, ids, bag_offsets, mode, per_sample_weights, d_max, padding_idx):
     """(out [B, d_max], argmax [B, d_max] for "max" else None): the first ten arguments of bag_lookup."""
-    n = check_bag_offsets(bag_offsets, ids.numel())
+    n = host.bag_end(bag_offsets, ids.numel())
     ids_k, offs_k, kept = _drop_padding(ids, bag_offsets, padding_idx, n)
     psw = per_sample_weights
     if psw is not None:
@@ -379,7 +341,7 @@ def _fused_backward(weight: Tensor, states: list[Tensor], row_states: list[Tenso
         scale = scale.to(grad.dtype)
     backend(weight).fused_update(grad, ids_k, src_index, scale, argmax, offsets, widths, weight,
                                  list(states), row_states[0] if row_states else None,
-                                 **_optimizer_args(hparams, step, optimizer), uniform_width=uniform_width)
+                                 **host.optimizer_args(hparams, step, optimizer), uniform_width=uniform_width)
 
 
 def _fused_backward_op(weight: Tensor, states: list[Tensor], row_states: list[Tensor], step: Tensor,

@@ -3,9 +3,11 @@ import torch
 import triton
 import triton.language as tl
 
-# Element types the kernels read; the optimizer paths accept only the first two.
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-UPDATE_DTYPES = (torch.float32, torch.float64)
+from ...spec import HALF_DTYPES, VALUE_DTYPES
+
+# Element types the kernels read (the half types too); the optimizer paths accept only pyscall.spec's.
+FLOAT_DTYPES = VALUE_DTYPES + HALF_DTYPES
+UPDATE_DTYPES = VALUE_DTYPES
 
 
 def acc_dtype(dtype):
