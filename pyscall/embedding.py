@@ -1,7 +1,7 @@
 """`pyscall.Embedding` and `pyscall.EmbeddingBag`: drop-in replacements for the torch modules whose rows
 each have their own width inside a hard memory budget.
 
-Where a lookup happens: `pyscall.ops` (the forward of both modules is one call there).
+Where a lookup happens: `pyscall.ops` (the forward of both modules is one call there, `ops.lookup` / `ops.bag`).
 Where a width changes: `RaggedTable.resize / set_widths / append / release / compact`, each a call into
 the arena (`pyscall.arena.RaggedArena`) that also keeps a torch optimizer's state aligned in drop-in mode.
 """
@@ -363,14 +363,13 @@ class RaggedTable(nn.Module):
             return input  # the usual batch, as it is
         return input.reshape(-1).to(torch.int64).contiguous()
 
-    def _op_args(self) -> tuple:
-        """What the ops take about this table: (weight, offsets, widths, uniform_width, states, row_states,
-        step, hparams, optimizer). Read from the Module's dicts, as Module.__getattr__ would: it costs
-        about 0.7 us a name, and the ops need three."""
+    def _bundles(self) -> tuple[ops.Table, ops.Fused]:
+        """What the ops take about this table. Read from the Module's dicts, as Module.__getattr__ would: it costs
+        about 0.7 us a name."""
         a = self._arena
         buffers = self._buffers
-        return (self._parameters["weight"], a.offsets, a.widths, a.uniform_width, a.state, a.row_state,
-                buffers["_step"], buffers["_hparams"], self.optimizer or "")
+        return (ops.Table(self._parameters["weight"], a.offsets, a.widths, a.uniform_width),
+                ops.Fused(a.state, a.row_state, buffers["_step"], buffers["_hparams"], self.optimizer or ""))
 
     # -- ragged state dict -----------------------------------------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -479,12 +478,10 @@ class Embedding(RaggedTable):
             lock.release_shared()
 
     def _lookup(self, input: Tensor, lock) -> Tensor:
-        weight, offsets, widths, uniform_width, states, row_states, step, hparams, optimizer = self._op_args()
-        ids = self._ids(input, weight)
-        out = ops.lookup(weight, offsets, widths, uniform_width, ids, self._arena.d_max,
-                         -1 if self.padding_idx is None else self.padding_idx,
-                         states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock,
-                         table=0 if lock is not None else self._arena.lock_key)
+        table, fused = self._bundles()
+        ids = self._ids(input, table.weight)
+        out = ops.lookup(table, ids, self._arena.d_max, -1 if self.padding_idx is None else self.padding_idx, fused,
+                         sparse=self.sparse, lock=lock, key=0 if lock is not None else self._arena.lock_key)
         # A 1-D input already has the output's shape: no view (and no view node in backward).
         return out if input.dim() == 1 else out.view(*input.shape, self.embedding_dim)
 
@@ -512,7 +509,8 @@ class EmbeddingBag(RaggedTable):
             lock.release_shared()
 
     def _pool(self, input: Tensor, offsets: Optional[Tensor], per_sample_weights: Optional[Tensor], lock) -> Tensor:
-        weight, table_offsets, widths, uniform_width, states, row_states, step, hparams, optimizer = self._op_args()
+        table, fused = self._bundles()
+        weight = table.weight
         ids = self._ids(input, weight)
         if input.dim() == 2:
             if offsets is not None:
@@ -549,10 +547,9 @@ class EmbeddingBag(RaggedTable):
             if per_sample_weights.device != weight.device:
                 raise ValueError(f"per_sample_weights must be on {weight.device}, got {per_sample_weights.device}")
             per_sample_weights = per_sample_weights.reshape(-1)
-        return ops.bag(weight, table_offsets, widths, uniform_width, ids, bag_offsets.contiguous(), self.mode,
-                       per_sample_weights, self._arena.d_max, -1 if self.padding_idx is None else self.padding_idx,
-                       states, row_states, step, hparams, optimizer, sparse=self.sparse, lock=lock,
-                       table=0 if lock is not None else self._arena.lock_key)
+        return ops.bag(table, ids, bag_offsets.contiguous(), self.mode, per_sample_weights, self._arena.d_max,
+                       -1 if self.padding_idx is None else self.padding_idx, fused, sparse=self.sparse, lock=lock,
+                       key=0 if lock is not None else self._arena.lock_key)
 
 
 def _check_optimizer_alignment(optimizer, args, kwargs):

@@ -419,7 +419,8 @@ def test_a_compiled_op_refuses_metadata_that_a_layout_change_replaced():
     # A compiled graph reads the table's offsets and widths before its ops run; the op takes the lock (named by
     # an int key, all a custom op takes) and checks they are still the table's before it reads them.
     e = pyscall.Embedding(50, 8, widths=[4] * 50, optimizer="adam")
-    weight, offsets, widths, uniform, states, row_states, step, hparams, optimizer = e._op_args()
+    (weight, offsets, widths, uniform), fused = e._bundles()
+    states, row_states, step, hparams, optimizer = fused
     args = (weight, offsets, widths, uniform, torch.tensor([1, 2]), 8, -1, states, row_states, step, hparams,
             optimizer)
     key = e._arena.lock_key
