@@ -54,7 +54,7 @@ def cpu_move_rows(src_buf, dst_buf, src, dst, copy, total, *, validate=True):
 
 
 class DeviceReplayArena(CheckedArena):
-    """Replays plans as a GPU table does (`_apply_cuda`: ordered steps into new buffers, every
+    """Replays plans as a GPU table does (`pyscall.replay.CudaReplay`: ordered steps into new buffers, every
     re-layout journaled), on CPU tensors, with the mover stood in by `cpu_move_rows`."""
 
     def _replays_out_of_place(self):

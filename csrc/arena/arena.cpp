@@ -125,7 +125,7 @@ Plan& Arena::start_plan() {
     for (Step& s : plan_->steps)
       if (s.capacity() > spare_.capacity()) spare_ = std::move(s);
     plan_->steps.clear();
-    plan_->capacity_after = 0;
+    plan_->reset_rows.clear();
   } else {
     plan_ = std::make_shared<Plan>();
   }
@@ -155,9 +155,9 @@ Step Arena::take_step(bool ordered) {
 // of place.
 void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t new_used,
                      int64_t capacity_after, Plan& plan) {
-  // Only a re-layout whose buffers get allocated can fail to apply and need undoing: one that
-  // changes the capacity the operation started with, or any on a device that moves out of place.
-  if (journal_.snapshot || capacity_after != journal_.capacity || relayout_allocates_) snapshot();
+  // Only an operation whose buffers get allocated is staged (and so needs the old metadata kept); a
+  // re-layout that needs none runs in place and keeps no copy.
+  if (journal_.snapshot || needs_buffers(capacity_after)) snapshot();
   else journal_.reversible = false;
   const int64_t n = num_rows();
   Step step = take_step(true);
@@ -310,8 +310,7 @@ Arena::PlanPtr Arena::append(const std::vector<int32_t>& widths) {
     relayout(new_widths, used_ + total, std::min(std::max(capacity_, used_ + total), limit), plan);
   }
   compact_if_fragmented(plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 Arena::PlanPtr Arena::set_widths(const std::vector<int32_t>& widths) {
@@ -328,22 +327,21 @@ Arena::PlanPtr Arena::set_widths(const std::vector<int32_t>& widths) {
   begin_journal();
   Plan& plan = start_plan();
   relayout(widths, total, trim ? total : capacity_, plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 Arena::PlanPtr Arena::compact() {
   begin_journal();
   Plan& plan = start_plan();
   relayout(widths_, used_, used_, plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 Arena::PlanPtr Arena::release(const std::vector<int64_t>& ids) {
   check_ids(ids);
   begin_journal();
   Plan& plan = start_plan();
+  plan.reset_rows.assign(ids.begin(), ids.end());  // every id given, storage or not
   for (int64_t id : ids) {
     if (widths_[id] == 0) continue;
     free_release(offsets_[id], widths_[id]);
@@ -351,8 +349,7 @@ Arena::PlanPtr Arena::release(const std::vector<int64_t>& ids) {
     set_row(id, 0, 0);
   }
   compact_if_fragmented(plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& widths) {
@@ -376,8 +373,7 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
     begin_journal();
     Plan& plan = start_plan();
     relayout(new_widths, total, std::max(capacity_, total), plan);
-    plan.capacity_after = capacity_;
-    return plan_;
+    return finish(plan);
   }
 
   // Last-wins dedupe: stable order by id, keep the last pair of each id.
@@ -434,8 +430,7 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
       std::vector<int32_t> new_widths(widths_);
       for (size_t r = g; r < grows.size(); ++r) new_widths[grows[r].first] = grows[r].second;
       relayout(new_widths, total, std::max(capacity_, total), plan);
-      plan.capacity_after = capacity_;
-      return plan_;
+      return finish(plan);
     }
     step.push(old > 0 ? off : dst, dst, old, w);
     if (!in_place && old > 0) deferred.emplace_back(off, old);
@@ -445,11 +440,11 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
   }
   close_step();
   compact_if_fragmented(plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 void Arena::begin_journal() {
+  discard_staged();  // an operation still staged never got its buffers
   commit();
   journal_.open = journal_.reversible = true;
   journal_.rows = num_rows();
@@ -503,8 +498,98 @@ void Arena::snapshot() {
   journal_.snapshot = true;
 }
 
+bool Arena::needs_buffers(int64_t capacity_after) const {
+  return capacity_after != journal_.capacity || relayout_allocates_ ||
+         (num_rows() != journal_.rows && bytes_per_row_ > 0);  // new rows' per-row state
+}
+
+Arena::PlanPtr Arena::finish(Plan& plan) {
+  const Journal& j = journal_;
+  plan.capacity_before = j.capacity;
+  plan.capacity_after = capacity_;
+  plan.used_after = used_;
+  plan.rows_before = j.rows;
+  plan.rows_after = num_rows();
+  const bool relayout = plan.steps.size() == 1 && plan.steps[0].ordered;
+  if (capacity_ == j.capacity) plan.replay = Replay::kInPlace;
+  else if (relayout) plan.replay = Replay::kFresh;
+  else plan.replay = capacity_ > j.capacity ? Replay::kGrow : Replay::kTrim;
+  plan.staged = false;
+  return plan_;
+}
+
+void Arena::stage() {
+  Journal& j = journal_;
+  if (!j.open || j.staged || !plan_) return;
+  Plan& plan = *plan_;
+  if (!needs_buffers(capacity_)) return;
+  if (!j.reversible) throw std::logic_error("arena: an in-place re-layout cannot be staged");
+  Staged& st = staged_;
+  st.capacity = capacity_;
+  st.used = used_;
+  st.id_order = id_order_;
+  st.uniform_width = uniform_width_;
+  st.redo.clear();
+  if (j.snapshot) {  // a re-layout rewrote every row: its metadata goes aside whole
+    st.whole = true;
+    st.offsets = std::move(offsets_);
+    st.widths = std::move(widths_);
+    st.free = std::move(free_);
+    offsets_ = std::move(j.offsets);
+    widths_ = std::move(j.widths);
+    free_ = std::move(j.free);
+    j.offsets.clear();
+    j.widths.clear();
+    j.free.clear();
+    j.snapshot = false;
+  } else {
+    st.whole = false;
+    st.offsets.assign(offsets_.begin() + j.rows, offsets_.end());
+    st.widths.assign(widths_.begin() + j.rows, widths_.end());
+  }
+  // The changes recorded before any snapshot, newest first: each reverted, its new value kept.
+  st.redo.reserve(j.changes.size());
+  for (auto c = j.changes.rbegin(); c != j.changes.rend(); ++c) {
+    switch (c->kind) {
+      case Change::kRow:
+        if (!st.whole) st.redo.push_back({Change::kRow, widths_[c->a], c->a, offsets_[c->a]});
+        offsets_[c->a] = c->b;
+        widths_[c->a] = c->w;
+        break;
+      case Change::kReleased:
+        if (!st.whole) st.redo.push_back(*c);
+        free_.carve(c->a, c->b);
+        break;
+      case Change::kTaken:
+        if (!st.whole) st.redo.push_back(*c);
+        free_.release(c->a, c->b);
+        break;
+    }
+  }
+  j.changes.clear();
+  offsets_.resize(static_cast<size_t>(j.rows));
+  widths_.resize(static_cast<size_t>(j.rows));
+  capacity_ = j.capacity;
+  used_ = j.used;
+  id_order_ = j.id_order;
+  uniform_width_ = j.uniform_width;
+  j.staged = true;
+  plan.staged = true;
+}
+
+void Arena::discard_staged() {
+  if (!journal_.staged) return;
+  journal_.staged = false;
+  staged_ = Staged();
+  commit();  // the metadata is already the one before the operation
+}
+
 void Arena::undo() {
   Journal& j = journal_;
+  if (j.staged) {  // the metadata is already as it was
+    discard_staged();
+    return;
+  }
   if (!j.open) return;
   if (!j.reversible)
     throw std::logic_error("arena: this operation re-laid the rows out in place and cannot be undone");
@@ -534,6 +619,33 @@ void Arena::undo() {
 
 void Arena::commit() {
   Journal& j = journal_;
+  if (j.staged) {  // the operation's metadata becomes current: whole, or its changes redone oldest first
+    Staged& st = staged_;
+    if (st.whole) {
+      offsets_ = std::move(st.offsets);
+      widths_ = std::move(st.widths);
+      free_ = std::move(st.free);
+    } else {
+      for (auto c = st.redo.rbegin(); c != st.redo.rend(); ++c) {
+        switch (c->kind) {
+          case Change::kRow:
+            offsets_[c->a] = c->b;
+            widths_[c->a] = c->w;
+            break;
+          case Change::kReleased: free_.release(c->a, c->b); break;
+          case Change::kTaken: free_.carve(c->a, c->b); break;
+        }
+      }
+      offsets_.insert(offsets_.end(), st.offsets.begin(), st.offsets.end());
+      widths_.insert(widths_.end(), st.widths.begin(), st.widths.end());
+    }
+    capacity_ = st.capacity;
+    used_ = st.used;
+    id_order_ = st.id_order;
+    uniform_width_ = st.uniform_width;
+    j.staged = false;
+    staged_ = Staged();
+  }
   j.open = j.snapshot = false;
   std::vector<Change>().swap(j.changes);
   std::vector<int64_t>().swap(j.offsets);
