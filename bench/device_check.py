@@ -1,4 +1,6 @@
 """GPU device check for pyscall: correctness of every GPU kernel, then timings, in a few minutes.
+(Over 400 lines: a device machine runs one script whole, with no checkout tools; the float64 reference is
+pyscall/backends/reference.py.)
 
 On the GPU machine (no internet), from the repository root:
     1. pip install --no-build-isolation .        (or pass --build and this script runs it first)

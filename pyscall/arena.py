@@ -1,4 +1,6 @@
-"""RaggedArena: flat torch buffers laid out by the C++ arena (``pyscall._C.Arena``).
+"""RaggedArena: flat torch buffers laid out by the C++ arena (``pyscall._C.Arena``). (Over 400 lines: this
+docstring states the semantics every operation shares; the replay is pyscall/replay.py, the lock
+pyscall/layout_lock.py, input checks pyscall/checks.py.)
 
 Row ``i`` holds ``weight[offsets[i] : offsets[i] + widths[i]]``; its logical value
 is that slice followed by zeros up to ``d_max``. The C++ side makes every layout

@@ -1,4 +1,5 @@
 """Issue 24: a failed load changes nothing, the budget counts everything, bad input gets a clear error.
+(Over 400 lines: one short test per point of that issue, kept together as its acceptance list.)
 
 (The threads of the issue are in test_arena_threads.py, the random operations in test_arena_property.py.)
 """

@@ -61,9 +61,7 @@ def row_tile(d_max, elements, max_block_d):
 
 def num_warps(block_rows, block_d):
     """About 1,024 elements of a tile per warp (32 per lane). Gathers of random rows hide their latency
-    across many small programs better than inside a few large ones: on an H200, the backward ran 1.7x
-    (Adam) to 6.4x (row-wise Adagrad) faster with 256-element, one-warp tiles than with 2,048-4,096-element,
-    4-8-warp tiles (tile sweep in bench/results/device_h200.md)."""
+    across many small programs better than inside a few large ones (tile sweep: bench/results/device_h200.md)."""
     return max(1, min(8, block_rows * block_d // 1024))
 
 

@@ -55,7 +55,7 @@ def _pooled_kernel(weight_ptr, offsets_ptr, widths_ptr, ids_ptr, bag_ptr, psw_pt
 
 
 def tile(d_max):
-    """(BLOCK_K, BLOCK_D): 1,024 elements a program ran 1.6-2.3x faster on an H200 than 2,048 (tile sweep)."""
+    """(BLOCK_K, BLOCK_D): 1,024 elements a program (bench/gpu_tile_sweep.py picks it per card)."""
     block_d = min(triton.next_power_of_2(max(d_max, 1)), 256)
     return max(1, 1024 // block_d), block_d
 
