@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 import pyscall
-from pyscall import backend_cpu, ops
+from pyscall import host, ops
+from pyscall.backends import cpu as backend_cpu
 from pyscall.scall import power_law_sizes
 from touch_floor import DISTANCES, Touch, library as touch_library
 
@@ -137,14 +138,14 @@ def kernels_step(d_max: int, rows: int, optimizer: str, ids: Batches, grad, widt
     """The C++ kernels of a fused step alone, on a table of their own: the padded lookup, then the
     fused update from `grad` (no module, autograd or Python around them)."""
     emb = pyscall.Embedding(rows, d_max, widths=widths, optimizer=optimizer, lr=0.01)
-    weight, offsets, row_widths, uniform_width, states, row_states, step_count, hparams, _ = emb._op_args()
+    (weight, offsets, row_widths, uniform_width), (states, row_states, step_count, hparams, _) = emb._bundles()
 
     def step():
         batch = ids()
         backend_cpu.lookup(weight, offsets, row_widths, batch, d_max, uniform_width)
         backend_cpu.fused_update(grad, batch, None, None, None, offsets, row_widths, weight.detach(), states,
                                  row_states[0] if row_states else None,
-                                 **ops._optimizer_args(hparams, step_count, optimizer), uniform_width=uniform_width)
+                                 **host.optimizer_args(hparams, step_count, optimizer), uniform_width=uniform_width)
     return step
 
 
@@ -161,7 +162,7 @@ def timed_floor(base_fn, table: dict, batches: Batches, threads: int, repeat: in
 
 def floor_table(emb, optimizer_state: bool = True) -> dict:
     """Touch's view of a module's table: its offsets, widths and per-row buffers."""
-    weight, offsets, widths, uniform_width, states, *_ = emb._op_args()
+    (weight, offsets, widths, uniform_width), (states, *_) = emb._bundles()
     return dict(offsets=offsets, widths=widths, uniform_width=uniform_width, d_max=emb.embedding_dim,
                 per_row=[weight.detach(), *(states if optimizer_state else ())])
 

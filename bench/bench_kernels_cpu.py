@@ -1,4 +1,4 @@
-"""CPU kernels of pyscall.backend_cpu against torch baselines and the machine's copy bandwidth,
+"""CPU kernels of pyscall.backends.cpu against torch baselines and the machine's copy bandwidth,
 all measured in the same run, at 1 and 2 threads.
 
     .venv/bin/python bench/bench_kernels_cpu.py [--rows 1000000] [--batch 4096] [--reps 30]
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from pyscall import backend_cpu as K
+from pyscall.backends import cpu as K
 
 
 def best_ms(fn, reps):

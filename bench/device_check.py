@@ -1,4 +1,6 @@
 """GPU device check for pyscall: correctness of every GPU kernel, then timings, in a few minutes.
+(Over 400 lines: a device machine runs one script whole, with no checkout tools; the float64 reference is
+pyscall/backends/reference.py.)
 
 On the GPU machine (no internet), from the repository root:
     1. pip install --no-build-isolation .        (or pass --build and this script runs it first)
@@ -7,7 +9,7 @@ Here, without a GPU:
     python bench/device_check.py --cpu-dry-run   (same code path, tiny sizes, CPU, TRITON_INTERPRET=1)
 
 (a) Every Triton op (lookup, pooled, flat_grad, fused_update) and the CUDA arena mover against a float64
-    reference on fresh random data, outputs poisoned before each call, and against pyscall.backend_cpu when
+    reference on fresh random data, outputs poisoned before each call, and against pyscall.backends.cpu when
     it is installed.
 (b) Times forward (padded, pooled), backward + fused update (Adam, row-wise Adagrad) and a 10,000,000-row
     arena re-layout, at mean width 16 / d_max 256 and all widths = d_max, against torch.nn.Embedding /
@@ -49,13 +51,15 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 import pyscall  # noqa: E402
-import pyscall.kernels as K  # noqa: E402
+import pyscall.backends.triton as K  # noqa: E402
 from pyscall import _C  # noqa: E402
-from pyscall.kernels import _common  # noqa: E402
+from pyscall.backends.reference import (col_mask, dense, pooled as ref_pooled, row_grads as ref_row_grads,  # noqa: E402
+                                        scatter_rows, update as ref_update)
+from pyscall.backends.triton import _common  # noqa: E402
 from gpu_timer import mean_ms  # noqa: E402
 
 try:
-    import pyscall.backend_cpu as CPU
+    import pyscall.backends.cpu as CPU
 except ImportError:
     CPU = None
 
@@ -112,89 +116,6 @@ def make_table(n_rows, d_max, mean_width, dtype, gen, gaps=True):
     return weight.to(DEV), offsets.to(DEV), widths.to(torch.int32).to(DEV), capacity
 
 
-def col_mask(widths, d_max):
-    return torch.arange(d_max, device=widths.device)[None, :] < widths.long()[:, None]
-
-
-def dense(weight, offsets, widths, d_max):
-    w = widths.long()
-    rows = torch.repeat_interleave(torch.arange(len(w), device=w.device), w)
-    cols = torch.arange(int(w.sum()), device=w.device) - torch.repeat_interleave(torch.cumsum(w, 0) - w, w)
-    out = torch.zeros(len(w), d_max, dtype=torch.float64, device=w.device)
-    out[rows, cols] = weight[offsets[rows] + cols].double()
-    return out
-
-
-def ref_pooled(table, ids, bag_offsets, mode, psw):
-    n, d = len(ids), table.shape[1]
-    lengths = bag_offsets[1:] - bag_offsets[:-1]
-    b = len(lengths)
-    bag = torch.repeat_interleave(torch.arange(b, device=ids.device), lengths)
-    rows = table[ids] * (psw.double()[:, None] if psw is not None else 1.0)
-    if mode in ("sum", "mean"):
-        out = torch.zeros(b, d, dtype=torch.float64, device=ids.device).index_add_(0, bag, rows)
-        return (out / lengths.clamp(min=1).double()[:, None] if mode == "mean" else out), None
-    idx = bag[:, None].expand(n, d)
-    out = torch.full((b, d), float("-inf"), dtype=torch.float64, device=ids.device).scatter_reduce(
-        0, idx, rows, "amax")
-    k = torch.where(rows == out[bag], torch.arange(n, device=ids.device)[:, None], n)
-    arg = torch.full((b, d), n, dtype=torch.int64, device=ids.device).scatter_reduce(0, idx, k, "amin")
-    empty = (lengths == 0)[:, None]
-    return torch.where(empty, 0.0, out), torch.where(empty, -1, arg)
-
-
-def ref_row_grads(grad, ids, src, scale, argmax, widths, d_max):
-    n = len(ids)
-    pos = torch.arange(n, device=ids.device)
-    s = pos if src is None else src
-    g = grad[s].double()
-    if argmax is not None:
-        g = torch.where(argmax[s] == pos[:, None], g, 0.0)
-    if scale is not None:
-        g = g * scale.double()[:, None]
-    g = g * col_mask(widths[ids], d_max)
-    G = torch.zeros(len(widths), d_max, dtype=torch.float64, device=ids.device).index_add_(0, ids, g)
-    touched = torch.zeros(len(widths), dtype=torch.bool, device=ids.device)
-    touched[ids] = True
-    return G, touched
-
-
-def scatter_rows(flat, rows, values, offsets, widths):
-    """flat[offsets[r] + j] = values[i, j] for the i-th row r of rows and j < widths[r]."""
-    m = col_mask(widths[rows], values.shape[1])
-    r_idx, c_idx = m.nonzero(as_tuple=True)
-    flat[offsets[rows][r_idx] + c_idx] = values[r_idx, c_idx].to(flat.dtype)
-
-
-def ref_update(G, touched, offsets, widths, W, S, R, opt, lr, eps, b1, b2, wd, step):
-    """Contract formulas on float64 copies W (flat), S (list of flat states), R (row state, float32 rounding)."""
-    rows = touched.nonzero().flatten()
-    d_max = G.shape[1]
-    m = col_mask(widths[rows], d_max)
-    gather = lambda flat: dense(flat, offsets[rows], widths[rows], d_max)  # noqa: E731
-    w = gather(W)
-    g = (G[rows] + wd * w) * m
-    if opt == "sgd":
-        w = w - lr * g
-    elif opt == "adagrad":
-        s = gather(S[0]) + g * g
-        scatter_rows(S[0], rows, s, offsets, widths)
-        w = w - lr * g / (s.sqrt() + eps)
-    elif opt == "rowwise_adagrad":
-        width = widths[rows].double()
-        live = width > 0
-        r = (R[rows].double() + ((g * g).sum(1) / width.clamp(min=1)).float().double()).float()
-        R[rows] = torch.where(live, r, R[rows])
-        w = w - lr * g / (r.double().sqrt() + eps)[:, None]
-    else:
-        mm = b1 * gather(S[0]) + (1 - b1) * g
-        vv = b2 * gather(S[1]) + (1 - b2) * g * g
-        scatter_rows(S[0], rows, mm, offsets, widths)
-        scatter_rows(S[1], rows, vv, offsets, widths)
-        w = w - (lr / (1 - b1 ** step)) * mm / (vv.sqrt() / (1 - b2 ** step) ** 0.5 + eps)
-    scatter_rows(W, rows, w, offsets, widths)
-
-
 def random_batch(n, n_rows, n_bags, gen, zipf=True):
     """ids with heavy duplication (a power-law head, like real traffic) and bags with some empty ones."""
     if zipf:
@@ -238,7 +159,7 @@ def check_kernels(dtype, d_max, mean_width, n_rows, n, n_bags, seed):
     out = K.lookup(weight, offsets, widths, ids, d_max)
     compare(f"lookup {tag}", out, table[ids], rtol=0, atol=0)
     if CPU is not None:
-        compare(f"lookup vs backend_cpu {tag}", out.cpu(), CPU.lookup(*cpu_args(weight, offsets, widths, ids, d_max)),
+        compare(f"lookup vs backends.cpu {tag}", out.cpu(), CPU.lookup(*cpu_args(weight, offsets, widths, ids, d_max)),
                 rtol=0, atol=0)
     for mode, weighted in (("sum", False), ("sum", True), ("mean", False), ("max", False)):
         psw = (torch.rand(n, generator=gen, dtype=torch.float64) + 0.5).to(dtype).to(DEV) if weighted else None
@@ -250,9 +171,9 @@ def check_kernels(dtype, d_max, mean_width, n_rows, n, n_bags, seed):
             compare(name + " argmax", arg, ref_arg, rtol=0, atol=0)
         if CPU is not None:
             c_out, c_arg = CPU.pooled(*cpu_args(weight, offsets, widths, ids, bag_offsets, mode, psw, d_max))
-            compare(name + " vs backend_cpu", out.cpu(), c_out, **tol)
+            compare(name + " vs backends.cpu", out.cpu(), c_out, **tol)
             if mode == "max":
-                compare(name + " argmax vs backend_cpu", arg.cpu(), c_arg, rtol=0, atol=0)
+                compare(name + " argmax vs backends.cpu", arg.cpu(), c_arg, rtol=0, atol=0)
 
     for kind in ("padded", "sum", "mean", "max"):
         grad, src, scale, argmax = grad_inputs(kind, ids, bag_offsets, d_max, dtype, table, gen)
@@ -263,7 +184,7 @@ def check_kernels(dtype, d_max, mean_width, n_rows, n, n_bags, seed):
         out = K.flat_grad(grad, ids, src, scale, argmax, offsets, widths, capacity)
         compare(f"flat_grad {kind} {tag}", out, ref, **tol)
         if CPU is not None:
-            compare(f"flat_grad {kind} vs backend_cpu {tag}", out.cpu(),
+            compare(f"flat_grad {kind} vs backends.cpu {tag}", out.cpu(),
                     CPU.flat_grad(*cpu_args(grad, ids, src, scale, argmax, offsets, widths, capacity)), **tol)
 
     hp = dict(lr=0.02, eps=1e-6, beta1=0.85, beta2=0.97, weight_decay=0.01)
@@ -293,7 +214,7 @@ def check_kernels(dtype, d_max, mean_width, n_rows, n, n_bags, seed):
         if row_state is not None:
             compare(f"fused {opt} row_state {tag}", row_state, R, rtol=1e-5, atol=1e-6)
         if cpu_copy is not None:
-            compare(f"fused {opt} weight vs backend_cpu {tag}", w.cpu(), cpu_copy[0], **tol)
+            compare(f"fused {opt} weight vs backends.cpu {tag}", w.cpu(), cpu_copy[0], **tol)
 
 
 def reference_move(src_buf, dst_buf, src, dst, copy, total):
@@ -553,7 +474,7 @@ def main():
     t0 = time.perf_counter()
     card = "CPU (dry run, TRITON_INTERPRET=1)" if DRY else torch.cuda.get_device_name()
     print(f"pyscall device check on {card}: torch {torch.__version__}, triton {triton.__version__}, "
-          f"_C.with_cuda={_C.with_cuda}, backend_cpu={'yes' if CPU else 'absent'}", flush=True)
+          f"_C.with_cuda={_C.with_cuda}, backends.cpu={'yes' if CPU else 'absent'}", flush=True)
     print("(a) correctness", flush=True)
     _common.empty = poisoned_empty  # every output the ops allocate starts poisoned during the checks
     if DRY:

@@ -1,6 +1,6 @@
 """Tile sizes of the Triton ops on a GPU: each op timed (CUDA events) at several (rows or bag positions per
 program, columns per program, warps), its output checked against the shipped tile's. Used to pick the
-defaults in kernels/ (row_tile / num_warps callers); rerun it on a new card.
+defaults in pyscall/backends/triton/ (row_tile / num_warps callers); rerun it on a new card.
 
     python bench/gpu_tile_sweep.py               (on the GPU: 1,000,000 rows, 262,144 ids, bags of 32)
     python bench/gpu_tile_sweep.py --cpu-dry-run (tiny sizes on the CPU under TRITON_INTERPRET=1)
@@ -18,11 +18,11 @@ if ARGS.cpu_dry_run:
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-import pyscall.kernels as K  # noqa: E402
-import pyscall.kernels.backward as B  # noqa: E402
-from pyscall.kernels.lookup import _lookup_kernel, tile as lookup_tile  # noqa: E402
-from pyscall.kernels.pooled import _pooled_kernel, tile as pooled_tile  # noqa: E402
-from pyscall.kernels._common import acc_dtype, num_warps  # noqa: E402
+import pyscall.backends.triton as K  # noqa: E402
+import pyscall.backends.triton.backward as B  # noqa: E402
+from pyscall.backends.triton.lookup import _lookup_kernel, tile as lookup_tile  # noqa: E402
+from pyscall.backends.triton.pooled import _pooled_kernel, tile as pooled_tile  # noqa: E402
+from pyscall.backends.triton._common import acc_dtype, num_warps  # noqa: E402
 from bench_embedding import power_law_widths  # noqa: E402
 from gpu_timer import mean_ms  # noqa: E402
 

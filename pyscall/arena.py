@@ -1,9 +1,12 @@
-"""RaggedArena: flat torch buffers laid out by the C++ arena (``pyscall._C.Arena``).
+"""RaggedArena: flat torch buffers laid out by the C++ arena (``pyscall._C.Arena``). (Over 400 lines: this
+docstring states the semantics every operation shares; the replay is pyscall/replay.py, the lock
+pyscall/layout_lock.py, input checks pyscall/checks.py.)
 
 Row ``i`` holds ``weight[offsets[i] : offsets[i] + widths[i]]``; its logical value
 is that slice followed by zeros up to ``d_max``. The C++ side makes every layout
-decision and returns a plan; this module only owns the tensors and replays plans
-on them.
+decision and returns a plan (how rows move, the capacity, the per-row state);
+this module owns the tensors, and pyscall.replay allocates what a plan needs
+before the arena commits its metadata, then moves the rows.
 
 Semantics shared by every operation:
 - shrinking keeps the first new-width values bit for bit; growing keeps every
@@ -16,7 +19,8 @@ Semantics shared by every operation:
   :class:`pyscall.errors.BudgetExceededError`; bad input raises IndexError
   (ids), ValueError (widths, shapes) or TypeError (dtypes). In every such case
   widths, values, optimizer state and statistics are unchanged; so they are when
-  a buffer cannot be allocated (out of memory) while the rows move.
+  a buffer cannot be allocated (out of memory): every buffer is allocated
+  before the metadata changes.
 - ``budget_bytes`` covers weight, per-element state, per-row state (float32) and
   the rows' metadata, counted at ``METADATA_BYTES_PER_ROW`` (16) bytes a row
   (``memory_stats()["row_metadata_bytes"]``): ``capacity_bytes +
@@ -25,7 +29,8 @@ Semantics shared by every operation:
   (MemoryError), budget or not. ``companions`` (extra flat tensors with the
   weight's layout, e.g. a torch optimizer's ``exp_avg``) move with the rows but
   do not count toward it, nor does the working memory of one operation (its
-  plan and an undo copy of the metadata).
+  plan, the old metadata it keeps while staged, and the new buffers while the
+  old ones still exist).
 - Threads: ``lock`` is the table's readers-writer lock. Layout operations hold
   it exclusively, reads of the layout (``to_dense``, ``validate``, kernels
   called by the modules) hold it shared, so no thread reads a buffer or the
@@ -39,9 +44,6 @@ Semantics shared by every operation:
 """
 from __future__ import annotations
 
-import contextlib
-import itertools
-import os
 import weakref
 from typing import Callable, Sequence
 
@@ -49,114 +51,15 @@ import numpy as np
 import torch
 
 from . import _C
+from .checks import MAX_BYTES as _MAX_BYTES, check_budget_bytes, memory_ceiling
+from .checks import check_float_dtype, check_int_dtype, int_array
+from .layout_lock import LayoutLock, exclusive as _exclusive, shared as _shared
+from .replay import CpuReplay, CudaReplay
 
-__all__ = ["RaggedArena", "LayoutLock", "METADATA_BYTES_PER_ROW"]
-
-_INDEX_DTYPES = (torch.int32, torch.int64)
+__all__ = ["RaggedArena", "LayoutLock", "METADATA_BYTES_PER_ROW", "check_budget_bytes", "memory_ceiling"]
 
 # What the budget counts for each row's metadata (csrc/arena/arena.h, kMetadataBytesPerRow).
 METADATA_BYTES_PER_ROW = _C.METADATA_BYTES_PER_ROW
-
-_MAX_BYTES = 2**63 - 1
-
-
-class LayoutLock(_C.LayoutLock):
-    """A readers-writer lock for one table (csrc/arena/layout_lock.h): layout changes hold it exclusively,
-    lookups, updates and reads of the layout hold it shared; writers are preferred, so a stream of lookups
-    cannot starve a layout change. Not reentrant: a thread holding it must not take it again.
-    acquire_shared/release_shared and acquire_exclusive/release_exclusive come from C++ (a pair costs about
-    0.16 us from Python, against 0.5-0.7 us for the same lock made of three threading.Locks)."""
-
-    _keys = itertools.count(1)
-    _by_key = weakref.WeakValueDictionary()
-
-    def __init__(self):
-        super().__init__()
-        self.key = next(LayoutLock._keys)  # how a compiled op, which takes ints, names the lock
-        self.arena = None                  # weak reference to the table's current arena
-        LayoutLock._by_key[self.key] = self
-
-    @classmethod
-    def find(cls, key: int) -> "LayoutLock | None":
-        """The lock of that key, if its table is still alive."""
-        return cls._by_key.get(key)
-
-    @contextlib.contextmanager
-    def shared(self):
-        self.acquire_shared()
-        try:
-            yield
-        finally:
-            self.release_shared()
-
-    @contextlib.contextmanager
-    def exclusive(self):
-        self.acquire_exclusive()
-        try:
-            yield
-        finally:
-            self.release_exclusive()
-
-
-def _holding(mode: str):
-    """A decorator: the method runs holding the arena's lock in `mode` ("exclusive" for layout changes,
-    "shared" for reads of the layout)."""
-    acquire, release = f"acquire_{mode}", f"release_{mode}"
-
-    def decorate(method):
-        def locked(self, *args, **kwargs):
-            lock = self.lock
-            getattr(lock, acquire)()
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                getattr(lock, release)()
-        locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
-        locked.unlocked = method
-        return locked
-    return decorate
-
-
-_exclusive, _shared = _holding("exclusive"), _holding("shared")
-
-
-def _meminfo_bytes(*fields: str) -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            values = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
-        return sum(values[k] for k in fields)
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def memory_ceiling(device: torch.device) -> int:
-    """Bytes no table on `device` can hold: a CUDA device's memory, or the host's RAM and swap
-    (-1 when unknown). A request above it is refused before anything is allocated."""
-    if device.type == "cuda":
-        try:
-            return int(torch.cuda.get_device_properties(device).total_memory)
-        except Exception:  # noqa: BLE001 - no driver or no such device: no ceiling
-            return -1
-    if device.type == "cpu":
-        total = _meminfo_bytes("MemTotal", "SwapTotal")
-        if total is None:
-            try:
-                total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            except (AttributeError, ValueError, OSError):
-                return -1
-        return int(total)
-    return -1
-
-
-def check_budget_bytes(budget_bytes) -> int | None:
-    """budget_bytes as an int (None: unbounded); a clear error for anything that is not an int in [0, 2**63)."""
-    if budget_bytes is None:
-        return None
-    if isinstance(budget_bytes, (bool, np.bool_)) or not isinstance(budget_bytes, (int, np.integer)):
-        raise TypeError(f"budget_bytes must be None or an int, got {type(budget_bytes).__name__} {budget_bytes!r}")
-    if not 0 <= budget_bytes <= _MAX_BYTES:
-        raise ValueError(f"budget_bytes must be None or an int in [0, 2**63), got {budget_bytes!r}")
-    return int(budget_bytes)
 
 
 def _cpu_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -166,61 +69,6 @@ def _cpu_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
     buffer = torch.empty(numel, dtype=dtype)
     _C.advise_huge_pages(buffer.data_ptr(), buffer.numel() * buffer.element_size())
     return buffer
-
-
-def _grow(buffers: list, old: int, allocate: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Swaps each buffer for a longer one from ``allocate`` holding its values, zeros after them
-    (free space stays defined for whole-buffer optimizers). One at a time, so that the old buffers
-    are freed as it goes; when an allocation fails, the buffers already grown go back to their old
-    length (a view: nothing left to allocate) and the error propagates."""
-    done = []
-    try:
-        for b in buffers:
-            grown = allocate(b)
-            grown[:old] = b.data
-            grown[old:] = 0
-            b.data = grown
-            done.append(b)
-    except BaseException:
-        for b in done:
-            b.data = b.data[:old]
-        raise
-
-
-def _check_int_dtype(x, what: str) -> None:
-    """TypeError unless the tensor or array `x` holds integers _int_array takes (not bools or floats)."""
-    if isinstance(x, torch.Tensor):
-        if x.dtype not in _INDEX_DTYPES:
-            raise TypeError(f"{what} must be an int32 or int64 tensor, got {x.dtype}")
-    elif x.size and (x.dtype.kind not in "iu" or x.dtype == np.uint64):  # (numpy makes [] float64)
-        raise TypeError(f"{what} must be integers (int32 or int64), got dtype {x.dtype}")
-
-
-def _int_array(x, what: str) -> np.ndarray:
-    """A 1-D int32/int64 numpy view of ``x`` (tensor, ndarray, int or list); never from floats."""
-    if isinstance(x, torch.Tensor):
-        _check_int_dtype(x, what)
-        if x.device.type != "cpu":
-            raise ValueError(f"{what} must be on the cpu (layout runs on the host), got {x.device}")
-        return x.reshape(-1).contiguous().numpy()
-    if isinstance(x, (bool, np.bool_)):
-        raise TypeError(f"{what} must be integers, got bool")
-    if isinstance(x, (int, np.integer)):
-        return np.array([x], dtype=np.int64)
-    arr = np.asarray(x)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.dtype.kind not in "iu" or arr.dtype == np.uint64:
-        raise TypeError(f"{what} must be integers (int32 or int64), got dtype {arr.dtype}")
-    if arr.dtype not in (np.int32, np.int64):
-        arr = arr.astype(np.int64)
-    return np.ascontiguousarray(arr.reshape(-1))
-
-
-def _check_dtype(dtype, what: str) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"{what} must be a floating torch.dtype, got {dtype!r}")
-    return dtype
 
 
 class RaggedArena:
@@ -240,8 +88,8 @@ class RaggedArena:
         if state_per_row not in (0, 1):
             raise ValueError(f"state_per_row must be 0 or 1, got {state_per_row!r}")
         budget_bytes = check_budget_bytes(budget_bytes)
-        dtype = _check_dtype(dtype, "dtype")
-        state_dtype = _check_dtype(state_dtype, "state_dtype")
+        dtype = check_float_dtype(dtype, "dtype")
+        state_dtype = check_float_dtype(state_dtype, "state_dtype")
         device = torch.device(device)
         state_size = torch.empty(0, dtype=state_dtype).element_size()
         bytes_per_element = torch.empty(0, dtype=dtype).element_size() + state_per_element * state_size
@@ -265,7 +113,7 @@ class RaggedArena:
             self._append(int(num_rows), (), uniform=int(d_max))
             return
         self._arena.check_append(int(num_rows), 0)  # the rows' metadata, before their widths are copied
-        widths = _int_array(widths, "widths")
+        widths = int_array(widths, "widths")
         if widths.size != num_rows:
             raise ValueError(f"widths must have num_rows={num_rows} entries, got {widths.size}")
         self.append(widths)
@@ -342,7 +190,7 @@ class RaggedArena:
         tensor (e.g. an nn.Parameter) takes the new storage, the new arena takes over this one's lock
         (it replaces this arena in its table), and the caller holds ``self.lock`` exclusively."""
         self._check_packed(widths, values, state, row_state)
-        widths = _int_array(widths, "widths")
+        widths = int_array(widths, "widths")
         config = dict(self._config, row_init=None)
         arena = RaggedArena(widths.size, self.d_max, widths, budget_bytes=self.budget_bytes, **config)
         arena._row_init = self._row_init
@@ -365,7 +213,7 @@ class RaggedArena:
         if not isinstance(widths, (torch.Tensor, np.ndarray, list, tuple)) or np.ndim(widths) != 1:
             raise ValueError(f"widths must be a 1-D tensor of row widths, got "
                              f"{tuple(np.shape(widths)) if hasattr(widths, 'shape') else type(widths).__name__}")
-        widths = _int_array(widths, "widths")
+        widths = int_array(widths, "widths")
         if widths.size and (widths.min() < 0 or widths.max() > self.d_max):  # before the sizes they imply
             raise ValueError(f"widths must lie in [0, d_max={self.d_max}], got [{widths.min()}, {widths.max()}]")
         if len(state) != len(self.state) or len(row_state) != len(self.row_state):
@@ -395,9 +243,9 @@ class RaggedArena:
     def append(self, widths, companions: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """Adds rows (an int: one row, or 1-D widths); returns their ids (int64)."""
         if isinstance(widths, (torch.Tensor, np.ndarray)):  # their dtype, then their rows, before a copy
-            _check_int_dtype(widths, "widths")
+            check_int_dtype(widths, "widths")
             self._arena.check_append(int(np.prod(widths.shape)), 0)
-        widths = _int_array(widths, "widths")
+        widths = int_array(widths, "widths")
         return self._append(widths, companions)
 
     def _append(self, widths, companions, uniform: int | None = None) -> torch.Tensor:
@@ -412,13 +260,10 @@ class RaggedArena:
             self._arena.check_append(count, int(widths.sum(dtype=np.int64)))
         first = self.num_rows
         init = self._initial_values(widths if uniform is None else None, count, uniform)
-        row_state = [torch.cat([rs, rs.new_zeros(count)]) for rs in self.row_state]
         if uniform is None:
             self._layout(lambda: self._arena.append(widths), companions)
         else:
             self._layout(lambda: self._arena.append_uniform(count, uniform), companions)
-        for rs, grown in zip(self.row_state, row_state):
-            rs.data = grown
         if init is not None:
             self._write_new_rows(first, init)
         return torch.arange(first, self.num_rows, dtype=torch.int64)
@@ -426,11 +271,11 @@ class RaggedArena:
     @_exclusive
     def resize(self, ids, widths, companions: Sequence[torch.Tensor] = ()) -> None:
         """Batched, all-or-nothing. ``widths``: one int for all ids, or one per id. Last-wins."""
-        ids = _int_array(ids, "ids")
+        ids = int_array(ids, "ids")
         if isinstance(widths, (int, np.integer)) and not isinstance(widths, (bool, np.bool_)):
             widths = np.full(ids.size, int(widths), dtype=np.int64)
         else:
-            widths = _int_array(widths, "widths")
+            widths = int_array(widths, "widths")
         if widths.size != ids.size:
             raise ValueError(f"widths must be an int or match ids ({ids.size} entries), "
                              f"got {widths.size}")
@@ -441,18 +286,16 @@ class RaggedArena:
     def set_widths(self, widths, companions: Sequence[torch.Tensor] = ()) -> None:
         """Every row at once (``num_rows`` widths). Capacity becomes the total width when that grows
         it or frees more than 1/8 of it; otherwise it is kept (``compact()`` trims exactly)."""
-        widths = _int_array(widths, "widths")
+        widths = int_array(widths, "widths")
         companions = self._check_companions(companions)
         self._layout(lambda: self._arena.set_widths(widths), companions)
 
     @_exclusive
     def release(self, ids, companions: Sequence[torch.Tensor] = ()) -> None:
         """Frees the rows' storage (width 0) and zeroes their per-row state."""
-        ids = _int_array(ids, "ids")
+        ids = int_array(ids, "ids")
         companions = self._check_companions(companions)
         self._layout(lambda: self._arena.release(ids), companions)
-        for rs in self.row_state:
-            rs[torch.from_numpy(ids.astype(np.int64, copy=False)).to(rs.device)] = 0
 
     @_exclusive
     def compact(self, companions: Sequence[torch.Tensor] = ()) -> None:
@@ -539,90 +382,25 @@ class RaggedArena:
         return self.weight.device.type == "cuda"
 
     def _layout(self, operation: Callable, companions) -> None:
-        """Runs one layout operation of the C++ arena, then moves the data after it. When the data
-        cannot follow (out of memory for a buffer), the arena undoes the operation's metadata and
-        the error propagates: the table is unchanged."""
-        # A re-layout that moves out of place allocates even at an unchanged capacity; in place
-        # (on the CPU) it allocates nothing and the arena need not journal it.
+        """One layout operation, top to bottom: the C++ arena works out the new layout and the plan that moves
+        the rows; when the plan needs buffers allocated it holds the new metadata aside (stage), the replay
+        allocates them (an error there leaves the table as it was), the arena commits, and the rows move."""
         self._arena.set_relayout_allocates(self._replays_out_of_place())
+        plan = operation()
+        self._arena.stage()
         try:
-            self._apply(operation(), [self.weight, *self.state, *companions])
+            self._apply(plan, [self.weight, *self.state, *companions])
         except BaseException:
-            self._arena.undo()  # a no-op if the operation refused up front or _apply committed
-            self._refresh()
+            self._refresh()  # the metadata is as it was, but maybe in vectors the operation reallocated
             raise
         self.relayouts += 1
 
     def _apply(self, plan, buffers) -> None:
-        """Replays the plan on the buffers: the one place data moves. Every buffer it needs is
-        allocated first, leaving the buffers as they were if that fails; then it commits the arena's
-        journal (the metadata can no longer go back) and moves the data."""
-        if self._replays_out_of_place():
-            self._apply_cuda(plan, buffers)
-            return
-        old, new = self.weight.numel(), plan.capacity_after
-        steps = plan.steps
-        threads = torch.get_num_threads()
-        if new != old and len(steps) == 1 and steps[0].ordered:
-            # A re-layout that changes capacity: move once into fresh buffers.
-            fresh = [_cpu_buffer(new, b.dtype) for b in buffers]
-            self._arena.commit()
-            _C.apply_relayout_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
-                                  [(f.data_ptr(), f.element_size(), f.numel()) for f in fresh],
-                                  threads)
-            used = self._arena.used
-            for b, f in zip(buffers, fresh):
-                f[used:] = 0  # free tail: keep it defined for whole-buffer optimizers
-                b.data = f
-            self._refresh()
-            return
-        if new > old:
-            _grow(buffers, old, lambda b: _cpu_buffer(new, b.dtype))
-        trimmed = [_cpu_buffer(new, b.dtype) for b in buffers] if new < old else []
+        """Allocates what the plan needs, commits the arena, replays the plan: the one place data moves."""
+        replay = CudaReplay() if self._replays_out_of_place() else CpuReplay(_cpu_buffer)
+        prepared = replay.prepare(plan, buffers, self.row_state)
         self._arena.commit()
-        if steps:
-            _C.apply_plan_cpu(plan, [(b.data_ptr(), b.element_size(), b.numel()) for b in buffers],
-                              threads)
-        for b, t in zip(buffers, trimmed):
-            t.copy_(b.data[:new])
-            b.data = t
-        self._refresh()
-
-    def _apply_cuda(self, plan, buffers) -> None:
-        """The device replay: unordered steps in place, ordered steps out of place (csrc/cuda)."""
-        from .cuda_move import move_rows
-        old, new = self.weight.numel(), plan.capacity_after
-        device = self.weight.device
-        moves = [[torch.from_numpy(a).to(device, non_blocking=False) for a in (s.src, s.dst, s.copy, s.total)]
-                 for s in plan.steps]
-        if [s.ordered for s in plan.steps] == [True]:
-            # One re-layout: straight into buffers of the new capacity.
-            fresh = [torch.zeros(new, dtype=b.dtype, device=device) for b in buffers]
-            self._arena.commit()
-            for b, f in zip(buffers, fresh):
-                move_rows(b.data, f, *moves[0])
-                b.data = f
-            self._refresh()
-            return
-        size = max(old, new)
-        # An ordered step moves into a spare buffer; the buffer it leaves is the next one's spare.
-        spare = [torch.empty(size, dtype=b.dtype, device=device) for b in buffers] \
-            if any(s.ordered for s in plan.steps) else []
-        trimmed = [torch.empty(new, dtype=b.dtype, device=device) for b in buffers] if new < old else []
-        if new > old:
-            _grow(buffers, old, lambda b: torch.empty(new, dtype=b.dtype, device=device))
-        self._arena.commit()
-        for step, m in zip(plan.steps, moves):
-            for i, b in enumerate(buffers):
-                if step.ordered:
-                    spare[i].zero_()
-                    move_rows(b.data, spare[i], *m)
-                    spare[i], b.data = b.data, spare[i]
-                else:
-                    move_rows(b.data, b.data, *m)
-        for b, t in zip(buffers, trimmed):
-            t.copy_(b.data[:new])
-            b.data = t
+        replay.replay(plan, buffers, prepared, self.row_state)
         self._refresh()
 
     def _initial_values(self, widths: np.ndarray | None, count: int, uniform: int | None) -> torch.Tensor | None:

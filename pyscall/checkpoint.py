@@ -18,23 +18,13 @@ import torch
 
 from .errors import CheckpointError
 
-# Test hook: PYSCALL_TEST_CRASH_IN_SAVE=n makes the n-th `save` of the process write half of its temporary
-# file and kill the process (a crash in the middle of a save).
-CRASH_IN_SAVE_ENV = "PYSCALL_TEST_CRASH_IN_SAVE"
-_saves = 0
-
-
 def save(state: dict, path) -> None:
-    global _saves
-    _saves += 1
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stray_temporaries(path)
     fd, tmp = _locked_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            if os.environ.get(CRASH_IN_SAVE_ENV) == str(_saves):
-                _write_half_and_die(state, f)
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
@@ -99,13 +89,3 @@ def remove_stray_temporaries(path) -> list:
             os.close(fd)
     return removed
 
-
-def _write_half_and_die(state: dict, f) -> None:
-    import io
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
-    f.write(data[: len(data) // 2])
-    f.flush()
-    os.fsync(f.fileno())
-    os._exit(17)

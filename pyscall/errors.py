@@ -5,10 +5,13 @@ class BudgetExceededError(RuntimeError):
     """An operation would need more bytes than the table's ``budget_bytes``, which
     counts its flat buffers, per-row state and the rows' metadata (16 bytes a row).
 
-    Raised by construction, ``append``, ``resize`` and ``set_widths`` (the C++
-    arena raises it through ``pyscall._C``). It subclasses RuntimeError so that
-    code catching RuntimeError keeps working. When it is raised, widths, values,
-    optimizer state and statistics are exactly as they were before the call.
+    The one budget exception: raised by construction, ``append``, ``resize``,
+    ``set_widths`` and ``set_budget`` (the C++ arena's ``BudgetError`` arrives as
+    this type through ``pyscall._C``), and by the SCALL trainer
+    (``pyscall.train.BudgetError`` is this class) when a size policy's widths
+    would not fit. It subclasses RuntimeError so that code catching RuntimeError
+    keeps working. When it is raised, widths, values, optimizer state and
+    statistics are exactly as they were before the call.
     """
 
 

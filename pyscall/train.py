@@ -23,16 +23,13 @@ import torch
 
 import pyscall
 from .arena import METADATA_BYTES_PER_ROW
+from .errors import BudgetExceededError as BudgetError  # the one budget exception, raised here too
 from .metrics import ranking_metrics
 from .models import MODELS, MF, LightGCN, NegativeSampler, bpr_loss, normalized_adjacency, propagate_together
 from .scall.policies import PROBE_STARTS, SizeContext, SizePolicy
 
 FLOAT32_BYTES = 4
 PARAMS_PER_MB = 250_000  # the paper's megabytes of float32 parameters
-
-
-class BudgetError(RuntimeError):
-    """The tables hold more bytes than the budget allows (raised by the trainer's check)."""
 
 
 @dataclass

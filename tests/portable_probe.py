@@ -12,7 +12,7 @@ import numpy as np
 
 
 def replay(plan, buf: np.ndarray, c_module) -> np.ndarray:
-    # As RaggedArena._apply does on the CPU: grow, replay in place, trim.
+    # As pyscall.replay.CpuReplay does for a plan that is not a re-layout into new buffers: grow, replay in place, trim.
     if plan.capacity_after > buf.size:
         buf = np.concatenate([buf, np.zeros(plan.capacity_after - buf.size, buf.dtype)])
     if plan.steps:

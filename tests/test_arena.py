@@ -1,4 +1,5 @@
-"""RaggedArena semantics, budget, bad input, and the in-place/parallel plan replay."""
+"""RaggedArena semantics, budget, bad input, and the in-place/parallel plan replay.
+(Over 400 lines: one test per documented semantic of pyscall/arena.py, in the order of its docstring.)"""
 import sys
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Long random operation sequences against a plain Python model of the rows."""
+"""Long random operation sequences against a plain Python model of the rows.
+(Over 400 lines: the model, the checked replays and the out-of-memory injection are shared by every test here.)"""
 import contextlib
 from unittest import mock
 
@@ -54,7 +55,7 @@ def cpu_move_rows(src_buf, dst_buf, src, dst, copy, total, *, validate=True):
 
 
 class DeviceReplayArena(CheckedArena):
-    """Replays plans as a GPU table does (`_apply_cuda`: ordered steps into new buffers, every
+    """Replays plans as a GPU table does (`pyscall.replay.CudaReplay`: ordered steps into new buffers, every
     re-layout journaled), on CPU tensors, with the mover stood in by `cpu_move_rows`."""
 
     def _replays_out_of_place(self):

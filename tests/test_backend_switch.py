@@ -1,6 +1,6 @@
 """PYSCALL_BACKEND=triton sends CPU tensors through the Triton kernels (interpreted): the modules must
 give the same results as the C++ path. Runs in a subprocess because both variables must be set
-before pyscall.kernels is imported."""
+before pyscall.backends.triton is imported."""
 import json
 import os
 import subprocess
@@ -26,7 +26,7 @@ for _ in range(2):
     pooled.sum().backward()
     outs += [out.flatten().tolist(), pooled.flatten().tolist()]
 results = outs + [emb.to_dense().flatten().tolist(), bag.weight.grad.tolist()]
-print(json.dumps(results + [pyscall.ops.backend(emb.weight).__name__]))
+print(json.dumps(results + [pyscall.backends.for_tensor(emb.weight).__name__]))
 """
 
 
@@ -42,7 +42,7 @@ def _run(env_extra):
 def test_triton_switch_matches_cpu_path():
     cpu = _run({})
     triton = _run({"PYSCALL_BACKEND": "triton", "TRITON_INTERPRET": "1"})
-    assert cpu[-1] == "pyscall.backend_cpu" and triton[-1] == "pyscall.kernels"
+    assert cpu[-1] == "pyscall.backends.cpu" and triton[-1] == "pyscall.backends.triton"
     import torch
     for a, b in zip(cpu[:-1], triton[:-1]):
         torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-10, atol=1e-12)

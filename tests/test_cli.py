@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
 from pyscall import checkpoint
 from pyscall.cli import main
+
+CRASH_IN_SAVE = Path(__file__).with_name("crash_in_save.py")
 
 TINY = ["stream", "--data", "synthetic:150,100,3000", "--segmentation", "count", "--n-segments", "3",
         "--model", "mf", "--d-max", "8", "--mean-size", "3", "--batch-size", "128", "--max-batches", "10",
@@ -26,11 +29,13 @@ def _numbers(out):
             for r in json.loads((out / "results.json").read_text())["segments"]]
 
 
-def _run(args, env_extra=None):
+def _run(args, env_extra=None, crash_in_save=None):
     env = {**os.environ, **(env_extra or {})}
+    # crash_in_save=n: the n-th checkpoint save dies half-way (tests/crash_in_save.py)
+    runner = [] if crash_in_save is None else [str(CRASH_IN_SAVE), str(crash_in_save)]
     # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
-    return subprocess.run([sys.executable, "-m", "pyscall.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tempfile.gettempdir())
+    return subprocess.run([sys.executable, *runner, "-m", "pyscall.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tempfile.gettempdir())
 
 
 def test_compare_writes_every_output_and_holds_the_budget(tmp_path, capsys):
@@ -84,7 +89,7 @@ def test_crash_in_the_middle_of_a_save_resumes_from_the_previous_checkpoint(tmp_
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     assert main(TINY + ["--policy", "freq-rule", "--out", str(straight)]) == 0
     args = TINY + ["--policy", "freq-rule", "--out", str(broken)]
-    crashed = _run(args, {"PYSCALL_TEST_CRASH_IN_SAVE": "2"})  # dies half-way through segment 1's save
+    crashed = _run(args, crash_in_save=2)  # dies half-way through segment 1's save
     assert crashed.returncode == 17, crashed.stderr[-2000:]
     assert checkpoint.load(broken / "checkpoints" / "freq-rule.pt")["next_segment"] == 1
     resumed = _run(args + ["--resume"])

@@ -1,16 +1,20 @@
-"""CPU kernels (pyscall.backend_cpu) against a float64 dense masked reference in torch."""
+"""CPU kernels (pyscall.backends.cpu) against the float64 reference (pyscall.backends.reference) and torch.
+(Over 400 lines: the four kernels of the contract, each forward, backward and bad-input case, in one place.)"""
 import math
 import platform
 import re
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pyscall import backend_cpu as K
+from pyscall import host
+from pyscall.backends import cpu as K
+from pyscall.backends import reference
+from pyscall.backends.reference import dense as to_dense, flat as to_flat
+from pyscall.spec import OPTIMIZERS
 
 TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 DTYPES = [torch.float32, torch.float64]
@@ -46,18 +50,8 @@ def make_table(rows, d_max, dtype, seed):
     return weight, offsets, widths
 
 
-def to_dense(weight, offsets, widths, d_max):
-    dense = torch.zeros(len(offsets), d_max, dtype=torch.float64)
-    for i, (o, w) in enumerate(zip(offsets.tolist(), widths.tolist())):
-        dense[i, :w] = weight[o:o + w].double()
-    return dense
 
 
-def to_flat(dense, offsets, widths, capacity):
-    flat = torch.zeros(capacity, dtype=torch.float64)
-    for i, (o, w) in enumerate(zip(offsets.tolist(), widths.tolist())):
-        flat[o:o + w] = dense[i, :w]
-    return flat
 
 
 def make_ids(rows, n, g, always=()):
@@ -81,13 +75,6 @@ def reference_forward(dense, ids, mode, bag_offsets=None, psw=None):
                            include_last_offset=True)
 
 
-def reference_argmax(dense, ids, bag_offsets):
-    rows = dense[ids].numpy()
-    out = np.full((len(bag_offsets) - 1, dense.shape[1]), -1, dtype=np.int64)
-    for b, (s, e) in enumerate(zip(bag_offsets[:-1].tolist(), bag_offsets[1:].tolist())):
-        if e > s:
-            out[b] = s + np.argmax(rows[s:e], axis=0)  # first maximum
-    return torch.from_numpy(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +116,7 @@ def test_pooled(dtype, mode, d_max):
     assert out.dtype == dtype and out.shape == (len(bag_offsets) - 1, d_max)
     torch.testing.assert_close(out.double(), ref, **TOL[dtype])
     if mode == "max":
-        assert torch.equal(argmax, reference_argmax(dense, ids, bag_offsets))
+        assert torch.equal(argmax, reference.pooled(dense, ids, bag_offsets, "max", None)[1])
     else:
         assert argmax is None
 
@@ -237,25 +224,6 @@ def test_flat_grad_groups_ids_of_a_large_table_in_position_order():
 HYPER = dict(lr=0.05, eps=1e-6, beta1=0.8, beta2=0.95, weight_decay=0.01)
 
 
-def reference_step(opt, w, state, r, g, step):
-    """One optimizer step on a touched row's first width entries, from the contract's formulas
-    (float64)."""
-    g = g + HYPER["weight_decay"] * w
-    lr, eps, b1, b2 = HYPER["lr"], HYPER["eps"], HYPER["beta1"], HYPER["beta2"]
-    if opt == "sgd":
-        return w - lr * g, state, r
-    if opt == "adagrad":
-        s = state[0] + g * g
-        return w - lr * g / (s.sqrt() + eps), [s], r
-    if opt == "rowwise_adagrad":
-        if len(w) == 0:
-            return w, state, r
-        r = np.float32(r + np.float32((g * g).mean()))
-        return w - lr * g / (math.sqrt(r) + eps), state, r
-    m = b1 * state[0] + (1 - b1) * g
-    v = b2 * state[1] + (1 - b2) * g * g
-    w = w - (lr / (1 - b1 ** step)) * m / (v.sqrt() / math.sqrt(1 - b2 ** step) + eps)
-    return w, [m, v], r
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -264,38 +232,33 @@ def reference_step(opt, w, state, r, g, step):
 def test_fused_update_matches_formulas(dtype, opt, mode):
     d_max, rows = 19, 30  # widths past 8 and 16 reach the 8-wide SIMD rows and their tails
     weight, offsets, widths = make_table(rows, d_max, dtype, seed=9)
-    n_state = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 0, "adam": 2}[opt]
+    n_state = OPTIMIZERS[opt].state_per_element
     state = [torch.rand(weight.shape, dtype=torch.float64).to(dtype) for _ in range(n_state)]
     row_state = torch.rand(rows) if opt == "rowwise_adagrad" else None
-    # float64 reference copies, per row
-    ref_w = to_dense(weight, offsets, widths, d_max)
-    ref_s = [to_dense(s, offsets, widths, d_max) for s in state]
+    # float64 reference copies of the flat buffers
+    ref_w, ref_s = weight.double().clone(), [s.double().clone() for s in state]
     ref_r = None if row_state is None else row_state.clone()
     untouched = [rows - 1]  # never in a batch: must not change at all
     weight_before = weight.clone()
     g = torch.Generator().manual_seed(10)
+    hp = [HYPER[k] for k in ("lr", "eps", "beta1", "beta2", "weight_decay")]
     for step in range(1, 4):
         ids = make_ids(rows - 1, 60, g, always=[0, 1, 2, 3])
         src, grad = sources(mode, (weight, offsets, widths), ids, d_max, g, dtype)
         K.fused_update(**src, offsets=offsets, widths=widths, weight=weight, state=state,
                        row_state=row_state, optimizer=opt, step=step, **HYPER)
-        for i in ids.unique().tolist():
-            w = int(widths[i])
-            new_w, new_s, new_r = reference_step(
-                opt, ref_w[i, :w], [s[i, :w] for s in ref_s], None if ref_r is None else ref_r[i],
-                grad[i, :w], step)
-            ref_w[i, :w] = new_w
-            for s, ns in zip(ref_s, new_s):
-                s[i, :w] = ns
-            if ref_r is not None:
-                ref_r[i] = float(new_r)
+        touched = torch.zeros(rows, dtype=torch.bool)
+        touched[ids] = True
+        reference.update(grad, touched, offsets, widths, ref_w, ref_s, ref_r, opt, *hp, step)
         # compare against the reference each step, using the current weight as the next forward
-        torch.testing.assert_close(to_dense(weight, offsets, widths, d_max), ref_w, **TOL[dtype])
+        torch.testing.assert_close(to_dense(weight, offsets, widths, d_max), to_dense(ref_w, offsets, widths, d_max),
+                                   **TOL[dtype])
         for s, rs in zip(state, ref_s):
-            torch.testing.assert_close(to_dense(s, offsets, widths, d_max), rs, **TOL[dtype])
+            torch.testing.assert_close(to_dense(s, offsets, widths, d_max), to_dense(rs, offsets, widths, d_max),
+                                       **TOL[dtype])
         if row_state is not None:
             torch.testing.assert_close(row_state, ref_r, rtol=1e-6, atol=1e-7)
-            ref_w = to_dense(weight, offsets, widths, d_max)  # float32 r: restart from kernel's
+            ref_w = weight.double().clone()  # float32 r: restart from the kernel's
     # untouched row and the gaps between rows never change
     touched = torch.zeros(weight.numel(), dtype=torch.bool)
     for i in range(rows):
@@ -317,7 +280,7 @@ def test_fused_update_matches_torch_optim(dtype, opt):
                  "adagrad": lambda: torch.optim.Adagrad([dense], eps=HYPER["eps"], **hp),
                  "adam": lambda: torch.optim.Adam([dense], eps=HYPER["eps"],
                                                   betas=(HYPER["beta1"], HYPER["beta2"]), **hp)}[opt]()
-    state = [torch.zeros_like(weight) for _ in range({"sgd": 0, "adagrad": 1, "adam": 2}[opt])]
+    state = [torch.zeros_like(weight) for _ in range(OPTIMIZERS[opt].state_per_element)]
     g = torch.Generator().manual_seed(12)
     for step in range(1, 5):
         ids = make_ids(rows, 40, g, always=always)
@@ -464,12 +427,12 @@ def test_wrong_types_name_the_expected_value():
 def test_advance_step_reads_the_hyper_parameters_and_counts_one_step():
     hparams = torch.tensor([0.1, 1e-8, 0.9, 0.999, 0.01], dtype=torch.float64)
     step = torch.tensor([41])
-    assert K.advance_step(hparams, step) == (0.1, 1e-8, 0.9, 0.999, 0.01, 42)
+    assert host.advance_step(hparams, step) == (0.1, 1e-8, 0.9, 0.999, 0.01, 42)
     assert step.item() == 42
     with pytest.raises(TypeError, match="hparams must have dtype torch.float64"):
-        K.advance_step(hparams.float(), step)
+        host.advance_step(hparams.float(), step)
     with pytest.raises(ValueError, match=r"step must have shape \(1,\)"):
-        K.advance_step(hparams, torch.tensor([1, 2]))
+        host.advance_step(hparams, torch.tensor([1, 2]))
     assert step.item() == 42
 
 

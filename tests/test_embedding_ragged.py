@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import pyscall
-from pyscall import ops
+from pyscall import host
 
 N, D = 60, 9
 
@@ -214,8 +214,8 @@ def test_bad_input_raises_and_changes_nothing():
 
 def test_bag_offsets_check_reads_strided_offsets_and_refuses_other_dtypes():
     every_other = torch.tensor([0, 9, 2, 9, 3])[::2]  # 0, 2, 3 as a strided view
-    assert ops.check_bag_offsets(every_other, 4) == 3
+    assert host.bag_end(every_other, 4) == 3
     with pytest.raises(ValueError, match=r"offsets\[0\] must be 0"):
-        ops.check_bag_offsets(torch.tensor([], dtype=torch.int64), 4)
+        host.bag_end(torch.tensor([], dtype=torch.int64), 4)
     with pytest.raises(TypeError, match="int64"):
-        ops.check_bag_offsets(torch.tensor([0, 2], dtype=torch.int32), 4)
+        host.bag_end(torch.tensor([0, 2], dtype=torch.int32), 4)

@@ -17,10 +17,10 @@ def compile_all():
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from pyscall.kernels import backward
-    from pyscall.kernels._common import num_warps
-    from pyscall.kernels.lookup import _lookup_kernel, tile as lookup_tile
-    from pyscall.kernels.pooled import _pooled_kernel, tile as pooled_tile
+    from pyscall.backends.triton import backward
+    from pyscall.backends.triton._common import num_warps
+    from pyscall.backends.triton.lookup import _lookup_kernel, tile as lookup_tile
+    from pyscall.backends.triton.pooled import _pooled_kernel, tile as pooled_tile
 
     target = GPUTarget("cuda", 90, 32)
 

@@ -1,4 +1,5 @@
-"""Triton kernels (pyscall.kernels) under the interpreter against a float64 dense masked reference."""
+"""Triton kernels (pyscall.backends.triton) under the interpreter against the float64 reference
+(pyscall.backends.reference)."""
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before any triton import: CPU tensors run in the interpreter
@@ -8,11 +9,13 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-K = pytest.importorskip("pyscall.kernels")
-from pyscall.kernels import _common  # noqa: E402
+K = pytest.importorskip("pyscall.backends.triton")
+from pyscall.backends import reference  # noqa: E402
+from pyscall.backends.reference import dense, pooled as ref_pooled  # noqa: E402
+from pyscall.backends.triton import _common  # noqa: E402
+from pyscall.spec import OPTIMIZERS as SPEC  # noqa: E402
 
-OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
-STATE_COUNT = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 0, "adam": 2}
+OPTIMIZERS = tuple(SPEC)
 TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.float64: dict(rtol=1e-11, atol=1e-11)}
 
 
@@ -38,71 +41,12 @@ def make_table(gen, num_rows, d_max, dtype, gap=True):
     return weight, offsets.to(torch.int64), widths.to(torch.int32), capacity
 
 
-def dense(weight, offsets, widths, d_max):
-    out = torch.zeros(len(offsets), d_max, dtype=torch.float64)
-    for i, (o, w) in enumerate(zip(offsets.tolist(), widths.tolist())):
-        out[i, :w] = weight[o:o + w].double()
-    return out
 
 
-def ref_pooled(table, ids, bag_offsets, mode, psw):
-    rows = table[ids]
-    if psw is not None:
-        rows = rows * psw.double()[:, None]
-    b = len(bag_offsets) - 1
-    out = torch.zeros(b, table.shape[1], dtype=torch.float64)
-    arg = torch.full((b, table.shape[1]), -1, dtype=torch.int64)
-    for i in range(b):
-        s, e = int(bag_offsets[i]), int(bag_offsets[i + 1])
-        if e == s:
-            continue
-        if mode == "sum":
-            out[i] = rows[s:e].sum(0)
-        elif mode == "mean":
-            out[i] = rows[s:e].mean(0)
-        else:
-            a = np.argmax(rows[s:e].numpy(), axis=0)  # first maximum, as the contract asks
-            arg[i] = torch.from_numpy(a) + s
-            out[i] = rows[s:e].max(0).values
-    return out, arg
 
 
-def ref_row_grads(grad_src, ids, src_index, scale, argmax, widths, d_max):
-    """{row: float64 [d_max]} combined per-row gradients, positions summed in order."""
-    g = {}
-    for k, i in enumerate(ids.tolist()):
-        src = k if src_index is None else int(src_index[k])
-        gk = grad_src[src].double().clone()
-        if argmax is not None:
-            gk = torch.where(argmax[src] == k, gk, 0.0)
-        if scale is not None:
-            gk = gk * float(scale[k])
-        gk[int(widths[i]):] = 0
-        g[i] = g.get(i, torch.zeros(d_max, dtype=torch.float64)) + gk
-    return g
 
 
-def ref_update(g_rows, offsets, widths, weight, state, row_state, opt, lr, eps, b1, b2, wd, step):
-    """In place on float64 copies, contract formulas."""
-    for i, g in g_rows.items():
-        o, w = int(offsets[i]), int(widths[i])
-        if w == 0:
-            continue
-        sl = slice(o, o + w)
-        g = g[:w] + wd * weight[sl]
-        if opt == "sgd":
-            weight[sl] -= lr * g
-        elif opt == "adagrad":
-            state[0][sl] += g * g
-            weight[sl] -= lr * g / (state[0][sl].sqrt() + eps)
-        elif opt == "rowwise_adagrad":
-            row_state[i] = float(np.float32(row_state[i] + np.float32((g * g).mean())))
-            weight[sl] -= lr * g / (np.sqrt(row_state[i]) + eps)
-        else:
-            state[0][sl] = b1 * state[0][sl] + (1 - b1) * g
-            state[1][sl] = b2 * state[1][sl] + (1 - b2) * g * g
-            weight[sl] -= (lr / (1 - b1 ** step)) * state[0][sl] / (
-                state[1][sl].sqrt() / np.sqrt(1 - b2 ** step) + eps)
 
 
 def grad_inputs(gen, mode, ids, bag_offsets, d_max, dtype, table):
@@ -216,10 +160,7 @@ def test_flat_grad_matches_dense(dtype, mode, d_max):
     table = dense(weight, offsets, widths, d_max)
     grad, src, scale, argmax = grad_inputs(gen, mode, ids, bag_offsets, d_max, dtype, table)
     out = K.flat_grad(grad, ids, src, scale, argmax, offsets, widths, capacity)
-    ref = torch.zeros(capacity, dtype=torch.float64)
-    for i, g in ref_row_grads(grad, ids, src, scale, argmax, widths, d_max).items():
-        o, w = int(offsets[i]), int(widths[i])
-        ref[o:o + w] = g[:w]
+    ref = reference.flat_grad(grad, ids, src, scale, argmax, offsets, widths, capacity)
     assert out.dtype == dtype and out.shape == (capacity,)
     assert_close(out, ref, dtype)
 
@@ -233,9 +174,7 @@ def test_flat_grad_segment_spanning_many_programs():
     ids = ids[torch.randperm(250, generator=gen)]
     grad = torch.randn(250, d_max, generator=gen, dtype=torch.float64)
     out = K.flat_grad(grad, ids, None, None, None, offsets, widths, capacity)
-    ref = torch.zeros(capacity, dtype=torch.float64)
-    for i, g in ref_row_grads(grad, ids, None, None, None, widths, d_max).items():
-        ref[int(offsets[i]):int(offsets[i]) + int(widths[i])] = g[:int(widths[i])]
+    ref = reference.flat_grad(grad, ids, None, None, None, offsets, widths, capacity)
     assert_close(out, ref, torch.float64)
 
 
@@ -248,10 +187,10 @@ def test_fused_update_several_steps(dtype, optimizer, mode):
     weight, offsets, widths, _ = make_table(gen, 20, d_max, dtype)
     num_rows = len(offsets)
     state = [torch.rand(weight.numel(), generator=gen, dtype=torch.float64).to(dtype)
-             for _ in range(STATE_COUNT[optimizer])]
+             for _ in range(SPEC[optimizer].state_per_element)]
     row_state = torch.rand(num_rows, generator=gen) if optimizer == "rowwise_adagrad" else None
     ref_w, ref_s = weight.double().clone(), [s.double().clone() for s in state]
-    ref_r = row_state.double().clone().numpy() if row_state is not None else None
+    ref_r = row_state.clone() if row_state is not None else None
     hp = dict(lr=0.05, eps=1e-6, beta1=0.8, beta2=0.95, weight_decay=0.01)
     for step in range(1, 4):
         ids, bag_offsets = ids_and_bags(gen, 30, num_rows, 5)
@@ -259,14 +198,14 @@ def test_fused_update_several_steps(dtype, optimizer, mode):
         grad, src, scale, argmax = grad_inputs(gen, mode, ids, bag_offsets, d_max, dtype, table)
         K.fused_update(grad, ids, src, scale, argmax, offsets, widths, weight, state, row_state,
                        optimizer, step=step, **hp)
-        g_rows = ref_row_grads(grad, ids, src, scale, argmax, widths, d_max)
-        ref_update(g_rows, offsets, widths, ref_w, ref_s, ref_r, optimizer, hp["lr"], hp["eps"], hp["beta1"],
-                   hp["beta2"], hp["weight_decay"], step)
+        G, touched = reference.row_grads(grad, ids, src, scale, argmax, widths, d_max)
+        reference.update(G, touched, offsets, widths, ref_w, ref_s, ref_r, optimizer, hp["lr"], hp["eps"],
+                         hp["beta1"], hp["beta2"], hp["weight_decay"], step)
         assert_close(weight, ref_w, dtype)  # whole buffer: untouched rows and gaps must not move
         for s, r in zip(state, ref_s):
             assert_close(s, r, dtype)
         if row_state is not None:
-            torch.testing.assert_close(row_state.double(), torch.from_numpy(ref_r), rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(row_state.double(), ref_r.double(), rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------- int64 offsets
@@ -291,7 +230,7 @@ def test_offsets_beyond_int32():
     before = [weight[o:o + w].double().clone() for o, w in zip(offsets.tolist(), widths.tolist())]
     K.fused_update(grad, ids, None, None, None, offsets, widths, weight, [], None, "sgd",
                    lr=0.5, eps=0.0, beta1=0.0, beta2=0.0, weight_decay=0.0, step=1)
-    g = ref_row_grads(grad, ids, None, None, None, widths, d_max)
+    g, _ = reference.row_grads(grad, ids, None, None, None, widths, d_max)
     for i, (o, w) in enumerate(zip(offsets.tolist(), widths.tolist())):
         torch.testing.assert_close(weight[o:o + w].double(), before[i] - 0.5 * g[i][:w])
 
@@ -331,7 +270,7 @@ def test_bad_input_raises_and_changes_nothing():
 
 
 def test_forward_ops_reject_ids_out_of_range():
-    """lookup and pooled check ids themselves (kernels/CONTRACT.md), as the C++ backend does."""
+    """lookup and pooled check ids themselves (pyscall/backends/CONTRACT.md), as the C++ backend does."""
     gen = torch.Generator().manual_seed(2)
     weight, offsets, widths, _ = make_table(gen, 10, 6, torch.float32)
     for bad in ([2, 10], [-1, 3]):
@@ -344,7 +283,7 @@ def test_forward_ops_reject_ids_out_of_range():
 # ---------------------------------------------------------------- against the CPU backend
 
 def test_matches_backend_cpu():
-    cpu = pytest.importorskip("pyscall.backend_cpu")
+    cpu = pytest.importorskip("pyscall.backends.cpu")
     gen = torch.Generator().manual_seed(9)
     d_max = 10
     weight, offsets, widths, capacity = make_table(gen, 30, d_max, torch.float64)
@@ -361,7 +300,7 @@ def test_matches_backend_cpu():
                                cpu.flat_grad(grad, ids, None, None, None, offsets, widths, capacity))
     for opt in OPTIMIZERS:
         ws = [weight.clone(), weight.clone()]
-        states = [[torch.rand(capacity, generator=gen, dtype=torch.float64) for _ in range(STATE_COUNT[opt])]]
+        states = [[torch.rand(capacity, generator=gen, dtype=torch.float64) for _ in range(SPEC[opt].state_per_element)]]
         states.append([s.clone() for s in states[0]])
         rows = [torch.rand(30, generator=gen)]
         rows.append(rows[0].clone())

@@ -35,8 +35,7 @@ inline void copy_chunk(char* d, const char* s, int64_t b, int64_t n) {
   _mm512_mask_storeu_epi8(d + b, m, _mm512_maskz_loadu_epi8(m, s + b));
 }
 
-// Row widths are random, so a branch on a row's size mispredicts often (set_widths ran 20% slower
-// with a size-class switch). Rows of up to 128 bytes, most of them, take two masked 64-byte chunks
+// Row widths are random, so a branch on a row's size mispredicts often. Rows of up to 128 bytes, most of them, take two masked 64-byte chunks
 // unconditionally (an empty mask stores nothing); longer rows loop. Each chunk is loaded before it
 // is stored, ascending when moving left and descending when moving right.
 inline void move_row_bytes(char* d, const char* s, int64_t nc, int64_t nt) {

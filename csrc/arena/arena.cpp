@@ -1,3 +1,6 @@
+// Arena layout operations (append, resize, set_widths, release, compact) and the re-layout they share; the
+// journal and staging are staging.cpp, statistics and checks inspect.cpp. One file: the operations share the
+// private helpers (grow_tail, relayout, sweep) and read best in one place.
 #include "arena/arena.h"
 
 #include <algorithm>
@@ -125,7 +128,7 @@ Plan& Arena::start_plan() {
     for (Step& s : plan_->steps)
       if (s.capacity() > spare_.capacity()) spare_ = std::move(s);
     plan_->steps.clear();
-    plan_->capacity_after = 0;
+    plan_->reset_rows.clear();
   } else {
     plan_ = std::make_shared<Plan>();
   }
@@ -155,9 +158,9 @@ Step Arena::take_step(bool ordered) {
 // of place.
 void Arena::relayout(const std::vector<int32_t>& new_widths, int64_t new_used,
                      int64_t capacity_after, Plan& plan) {
-  // Only a re-layout whose buffers get allocated can fail to apply and need undoing: one that
-  // changes the capacity the operation started with, or any on a device that moves out of place.
-  if (journal_.snapshot || capacity_after != journal_.capacity || relayout_allocates_) snapshot();
+  // Only an operation whose buffers get allocated is staged (and so needs the old metadata kept); a
+  // re-layout that needs none runs in place and keeps no copy.
+  if (journal_.snapshot || needs_buffers(capacity_after)) snapshot();
   else journal_.reversible = false;
   const int64_t n = num_rows();
   Step step = take_step(true);
@@ -310,8 +313,7 @@ Arena::PlanPtr Arena::append(const std::vector<int32_t>& widths) {
     relayout(new_widths, used_ + total, std::min(std::max(capacity_, used_ + total), limit), plan);
   }
   compact_if_fragmented(plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 Arena::PlanPtr Arena::set_widths(const std::vector<int32_t>& widths) {
@@ -328,22 +330,21 @@ Arena::PlanPtr Arena::set_widths(const std::vector<int32_t>& widths) {
   begin_journal();
   Plan& plan = start_plan();
   relayout(widths, total, trim ? total : capacity_, plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 Arena::PlanPtr Arena::compact() {
   begin_journal();
   Plan& plan = start_plan();
   relayout(widths_, used_, used_, plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 Arena::PlanPtr Arena::release(const std::vector<int64_t>& ids) {
   check_ids(ids);
   begin_journal();
   Plan& plan = start_plan();
+  plan.reset_rows.assign(ids.begin(), ids.end());  // every id given, storage or not
   for (int64_t id : ids) {
     if (widths_[id] == 0) continue;
     free_release(offsets_[id], widths_[id]);
@@ -351,8 +352,7 @@ Arena::PlanPtr Arena::release(const std::vector<int64_t>& ids) {
     set_row(id, 0, 0);
   }
   compact_if_fragmented(plan);
-  plan.capacity_after = capacity_;
-  return plan_;
+  return finish(plan);
 }
 
 Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<int32_t>& widths) {
@@ -376,8 +376,7 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
     begin_journal();
     Plan& plan = start_plan();
     relayout(new_widths, total, std::max(capacity_, total), plan);
-    plan.capacity_after = capacity_;
-    return plan_;
+    return finish(plan);
   }
 
   // Last-wins dedupe: stable order by id, keep the last pair of each id.
@@ -434,8 +433,7 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
       std::vector<int32_t> new_widths(widths_);
       for (size_t r = g; r < grows.size(); ++r) new_widths[grows[r].first] = grows[r].second;
       relayout(new_widths, total, std::max(capacity_, total), plan);
-      plan.capacity_after = capacity_;
-      return plan_;
+      return finish(plan);
     }
     step.push(old > 0 ? off : dst, dst, old, w);
     if (!in_place && old > 0) deferred.emplace_back(off, old);
@@ -445,227 +443,7 @@ Arena::PlanPtr Arena::resize(const std::vector<int64_t>& ids, const std::vector<
   }
   close_step();
   compact_if_fragmented(plan);
-  plan.capacity_after = capacity_;
-  return plan_;
-}
-
-void Arena::begin_journal() {
-  commit();
-  journal_.open = journal_.reversible = true;
-  journal_.rows = num_rows();
-  journal_.capacity = capacity_;
-  journal_.used = used_;
-  journal_.id_order = id_order_;
-  journal_.uniform_width = uniform_width_;
-}
-
-bool Arena::journaling() {
-  if (journal_.snapshot || !journal_.reversible) return false;
-  // Room first, so that recording a change cannot fail once the change is made.
-  if (journal_.changes.size() == journal_.changes.capacity())
-    journal_.changes.reserve(2 * journal_.changes.size() + 16);
-  return true;
-}
-
-void Arena::set_row(int64_t id, int64_t off, int32_t w) {
-  if (journaling()) journal_.changes.push_back({Change::kRow, widths_[id], id, offsets_[id]});
-  offsets_[id] = off;
-  widths_[id] = w;
-  if (w != uniform_width_ || off != id * uniform_width_) uniform_width_ = 0;
-}
-
-void Arena::free_release(int64_t off, int64_t len) {
-  const bool record = journaling();
-  free_.release(off, len);
-  if (record && len > 0) journal_.changes.push_back({Change::kReleased, 0, off, len});
-}
-
-int64_t Arena::free_take_best_fit(int64_t len) {
-  const bool record = journaling();
-  const int64_t off = free_.take_best_fit(len);
-  if (record && off >= 0 && len > 0) journal_.changes.push_back({Change::kTaken, 0, off, len});
-  return off;
-}
-
-bool Arena::free_take_head(int64_t off, int64_t len) {
-  const bool record = journaling();
-  const bool taken = free_.take_head(off, len);
-  if (record && taken && len > 0) journal_.changes.push_back({Change::kTaken, 0, off, len});
-  return taken;
-}
-
-void Arena::snapshot() {
-  if (journal_.snapshot) return;
-  journal_.offsets = offsets_;  // copies first: if one fails, nothing has changed
-  journal_.widths = widths_;
-  journal_.free = std::move(free_);  // relayout, the only caller, rebuilds free_ from scratch
-  free_.clear();
-  journal_.snapshot = true;
-}
-
-void Arena::undo() {
-  Journal& j = journal_;
-  if (!j.open) return;
-  if (!j.reversible)
-    throw std::logic_error("arena: this operation re-laid the rows out in place and cannot be undone");
-  if (j.snapshot) {
-    offsets_.assign(j.offsets.begin(), j.offsets.end());
-    widths_.assign(j.widths.begin(), j.widths.end());
-    free_ = std::move(j.free);
-  }
-  for (auto c = j.changes.rbegin(); c != j.changes.rend(); ++c) {
-    switch (c->kind) {
-      case Change::kRow:
-        offsets_[c->a] = c->b;
-        widths_[c->a] = c->w;
-        break;
-      case Change::kReleased: free_.carve(c->a, c->b); break;
-      case Change::kTaken: free_.release(c->a, c->b); break;
-    }
-  }
-  offsets_.resize(static_cast<size_t>(j.rows));
-  widths_.resize(static_cast<size_t>(j.rows));
-  capacity_ = j.capacity;
-  used_ = j.used;
-  id_order_ = j.id_order;
-  uniform_width_ = j.uniform_width;
-  commit();
-}
-
-void Arena::commit() {
-  Journal& j = journal_;
-  j.open = j.snapshot = false;
-  std::vector<Change>().swap(j.changes);
-  std::vector<int64_t>().swap(j.offsets);
-  std::vector<int32_t>().swap(j.widths);
-  j.free.clear();
-}
-
-ArenaStats Arena::stats() const {
-  ArenaStats s{};
-  const int64_t free_elems = capacity_ - used_;
-  // capacity_bytes and used_bytes: the flat buffers and per-row state; the budget bounds them plus
-  // row_metadata_bytes.
-  s.capacity_bytes = capacity_ * bytes_per_element_ + num_rows() * bytes_per_row_;
-  s.row_metadata_bytes = num_rows() * kMetadataBytesPerRow;
-  s.used_bytes = used_ * bytes_per_element_ + num_rows() * bytes_per_row_;
-  s.free_bytes = free_elems * bytes_per_element_;
-  s.largest_free_bytes = free_.largest() * bytes_per_element_;
-  s.fragmentation = free_elems > 0 ? 1.0 - double(free_.largest()) / double(free_elems) : 0.0;
-  s.num_rows = num_rows();
-  s.total_width = used_;
-  s.bytes_per_element = bytes_per_element_;
-  s.bytes_per_row = bytes_per_row_;
-  s.metadata_bytes = static_cast<int64_t>(sizeof(Arena) + offsets_.capacity() * sizeof(int64_t) +
-                                          widths_.capacity() * sizeof(int32_t) +
-                                          free_.metadata_bytes());
-  s.budget_bytes = budget_bytes_;
-  s.free_extents = static_cast<int64_t>(free_.count());
-  size_t scratch = spare_.capacity();
-  if (plan_)
-    for (const Step& st : plan_->steps) scratch += st.capacity();
-  s.scratch_bytes = static_cast<int64_t>(
-      scratch * 4 * sizeof(int64_t) + journal_.changes.capacity() * sizeof(Change) +
-      journal_.offsets.capacity() * sizeof(int64_t) + journal_.widths.capacity() * sizeof(int32_t) +
-      journal_.free.metadata_bytes());
-  return s;
-}
-
-Arena Arena::with_layout(int64_t d_max, int64_t bytes_per_element, int64_t bytes_per_row,
-                         int64_t budget_bytes, std::vector<int64_t> offsets,
-                         std::vector<int32_t> widths, int64_t capacity) {
-  Arena a(d_max, bytes_per_element, bytes_per_row, budget_bytes);
-  if (offsets.size() != widths.size())
-    throw std::invalid_argument("offsets and widths must have the same length");
-  a.check_widths(widths);
-  if (capacity < 0) throw std::invalid_argument("capacity must be >= 0");
-  std::vector<std::pair<int64_t, int64_t>> rows;  // (offset, width) of the rows holding storage
-  for (size_t i = 0; i < widths.size(); ++i) {
-    a.used_ += widths[i];
-    if (widths[i] > 0) rows.emplace_back(offsets[i], widths[i]);
-  }
-  std::sort(rows.begin(), rows.end());
-  int64_t end = 0;  // the free extents are the gaps between rows
-  for (auto [o, w] : rows) {
-    if (o < end || o + w > capacity)
-      throw std::invalid_argument("a row at offset " + std::to_string(o) + " overlaps another or "
-                                  "ends past capacity " + std::to_string(capacity));
-    if (o > end) a.free_.release(end, o - end);
-    end = o + w;
-  }
-  if (end < capacity) a.free_.release(end, capacity - end);
-  a.offsets_ = std::move(offsets);
-  a.widths_ = std::move(widths);
-  a.capacity_ = capacity;
-  a.id_order_ = false;  // unknown
-  a.uniform_width_ = a.find_uniform_width();
-  if (a.budget_bytes_ >= 0 && a.held_bytes(capacity, a.num_rows()) > a.budget_bytes_)
-    throw std::invalid_argument("the layout needs more than budget_bytes");
-  a.validate();
-  return a;
-}
-
-void Arena::validate() const {
-  auto fail = [](const std::string& what) { throw std::runtime_error("arena invalid: " + what); };
-  const int64_t n = num_rows();
-  if (static_cast<int64_t>(offsets_.size()) != n) fail("offsets and widths differ in length");
-  // Every element of [0, capacity) must belong to exactly one row or one
-  // free extent: sort all extents by start and require them to tile it.
-  struct Ext { int64_t start, len, row; };  // row -1: free extent
-  std::vector<Ext> exts;
-  exts.reserve(static_cast<size_t>(n) + free_.count());
-  int64_t total = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t w = widths_[i], o = offsets_[i];
-    if (w < 0 || w > d_max_)
-      fail("row " + std::to_string(i) + " has width " + std::to_string(w) + " outside [0, d_max]");
-    total += w;
-    if (w == 0) continue;
-    if (o < 0 || o + w > capacity_)
-      fail("row " + std::to_string(i) + " [" + std::to_string(o) + ", " + std::to_string(o + w) +
-           ") is outside capacity " + std::to_string(capacity_));
-    exts.push_back({o, w, i});
-  }
-  if (total != used_)
-    fail("used is " + std::to_string(used_) + " but the widths sum to " + std::to_string(total));
-  int64_t free_total = 0, prev_end = -1;
-  for (auto [o, len] : free_.by_offset()) {
-    if (len <= 0) fail("free extent at " + std::to_string(o) + " has length " + std::to_string(len));
-    if (o < 0 || o + len > capacity_)
-      fail("free extent [" + std::to_string(o) + ", " + std::to_string(o + len) +
-           ") is outside capacity " + std::to_string(capacity_));
-    if (o == prev_end) fail("free extents touching at " + std::to_string(o) + " are not coalesced");
-    if (!free_.by_length().count({len, o}))
-      fail("free extent [" + std::to_string(o) + ", +" + std::to_string(len) +
-           ") is missing from the best-fit index");
-    prev_end = o + len;
-    free_total += len;
-    exts.push_back({o, len, -1});
-  }
-  if (free_.by_length().size() != free_.count())
-    fail("best-fit index holds " + std::to_string(free_.by_length().size()) + " extents, not " +
-         std::to_string(free_.count()));
-  if (free_total != free_.total())
-    fail("free total is " + std::to_string(free_.total()) + " but extents sum to " +
-         std::to_string(free_total));
-  if (used_ + free_total != capacity_)
-    fail("used " + std::to_string(used_) + " + free " + std::to_string(free_total) +
-         " != capacity " + std::to_string(capacity_));
-  std::sort(exts.begin(), exts.end(), [](const Ext& a, const Ext& b) { return a.start < b.start; });
-  auto name = [](const Ext& e) {
-    return (e.row < 0 ? std::string("free extent") : "row " + std::to_string(e.row)) + " [" +
-           std::to_string(e.start) + ", " + std::to_string(e.start + e.len) + ")";
-  };
-  for (size_t k = 1; k < exts.size(); ++k)
-    if (exts[k].start < exts[k - 1].start + exts[k - 1].len)
-      fail(name(exts[k - 1]) + " overlaps " + name(exts[k]));
-  if (uniform_width_ != 0 && uniform_width_ != find_uniform_width())
-    fail("uniform width is " + std::to_string(uniform_width_) + " but the rows are not all that wide at "
-         "offset id * width");
-  if (budget_bytes_ >= 0 && held_bytes(capacity_, n) > budget_bytes_)
-    fail("capacity " + std::to_string(capacity_) + " elements and " + std::to_string(n) +
-         " rows hold " + std::to_string(held_bytes(capacity_, n)) + " bytes, more than the budget of " +
-         std::to_string(budget_bytes_));
+  return finish(plan);
 }
 
 }  // namespace pyscall

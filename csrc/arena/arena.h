@@ -1,9 +1,12 @@
 // Metadata of a ragged arena: per-row offset and width, free extents, budget.
 // Holds no data: every layout operation validates its input, checks the
-// budget, mutates the metadata and returns the Plan that moves the data.
-// An operation also keeps a journal of what it changed, so that a caller
-// that cannot replay the plan (out of memory growing its buffers) can undo()
-// it; commit() drops the journal once the data has moved.
+// budget, works out the new metadata and returns the Plan that moves the data.
+// stage() then holds the new metadata aside when the plan needs buffers
+// allocated (a new capacity, new rows with per-row state, or a device replay):
+// the caller allocates, and commit() makes the operation's metadata current;
+// an allocation that fails leaves the arena as it was (the next operation
+// drops the staged one). The journal of what an operation changed is what
+// staging (and undo(), for callers of the raw arena) reverts.
 //
 // Plan storage is reused: a plan of a million rows is 32 MB, and faulting
 // fresh pages in costs more than the re-layout itself. The arena keeps its
@@ -72,6 +75,9 @@ class Arena {
   // Throws BudgetError (or MemoryLimitError), changing nothing, unless `rows` more rows holding
   // `elements` more elements would fit: lets a caller refuse before it allocates their widths or init.
   void check_append(int64_t rows, int64_t elements) const;
+  // After a layout operation: when its plan needs buffers allocated (plan.staged is set then), puts
+  // the metadata back as it was and keeps the operation's aside until commit(). A no-op otherwise.
+  void stage();
   // Reverts the metadata of the last layout operation (valid until commit()
   // or the next operation; a no-op after either). The plan it returned must
   // not have been replayed. An operation whose buffers need no allocation
@@ -81,7 +87,7 @@ class Arena {
   // Whether every re-layout's plan is replayed into new buffers (true on a
   // GPU), so that even one at an unchanged capacity must be undoable.
   void set_relayout_allocates(bool allocates) { relayout_allocates_ = allocates; }
-  // Forgets what undo() would need (a re-layout's copy of the metadata).
+  // Makes a staged operation's metadata current, then forgets what undo() would need.
   void commit();
   // Throws std::runtime_error naming the first broken invariant.
   void validate() const;
@@ -142,6 +148,13 @@ class Arena {
   // Grows capacity (within the budget) so that the tail extent holds `need`.
   bool grow_tail(int64_t need, int64_t rows);
   void compact_if_fragmented(Plan& plan);
+  // Whether the current operation's plan needs buffers allocated before its metadata may change: a new
+  // capacity, per-row state for new rows, or any plan of a device replay (set_relayout_allocates).
+  bool needs_buffers(int64_t capacity_after) const;
+  // The end of every layout operation: the plan's capacities, rows and replay mode.
+  PlanPtr finish(Plan& plan);
+  // Drops a staged operation (its buffers never came): the metadata stays as it is.
+  void discard_staged();
   void reserve_rows(size_t n);
 
   // The journal. Every change of the metadata goes through these, so that
@@ -161,7 +174,7 @@ class Arena {
     int64_t a, b;    // kRow: id, old offset; else the extent's offset and length
   };
   struct Journal {
-    bool open = false, snapshot = false, reversible = true;
+    bool open = false, snapshot = false, reversible = true, staged = false;
     int64_t rows = 0, capacity = 0, used = 0;
     bool id_order = true;
     int32_t uniform_width = 0;
@@ -170,6 +183,18 @@ class Arena {
     std::vector<int32_t> widths;
     FreeExtents free;
   } journal_;
+  // A staged operation's metadata: whole (after a re-layout), or the journal's changes with their
+  // new values (redo, newest first) and the appended rows.
+  struct Staged {
+    bool whole = false;
+    int64_t capacity = 0, used = 0;
+    bool id_order = true;
+    int32_t uniform_width = 0;
+    std::vector<int64_t> offsets;  // whole: every row; else the appended rows
+    std::vector<int32_t> widths;
+    FreeExtents free;
+    std::vector<Change> redo;
+  } staged_;
 
   std::shared_ptr<Plan> plan_;  // the last plan handed out
   Step spare_;                   // storage of a recycled step, for the next take_step

@@ -97,8 +97,19 @@ void bind_arena(py::module_& m) {
 
   // The arena recycles a plan's arrays once nothing holds it: every Step and
   // step array keeps its Plan alive, so a view never outlives its storage.
-  py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan", "Layout plan: capacity_after + ordered steps.")
+  py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan", "Layout plan: how the buffers follow (replay, capacities, "
+                                                     "per-row state) and the row moves (steps).")
+      .def_readonly("capacity_before", &Plan::capacity_before)
       .def_readonly("capacity_after", &Plan::capacity_after)
+      .def_readonly("used_after", &Plan::used_after)
+      .def_readonly("rows_before", &Plan::rows_before)
+      .def_readonly("rows_after", &Plan::rows_after)
+      .def_property_readonly("reset_rows", [](py::object p) { return view(p.cast<Plan&>().reset_rows, p); })
+      .def_property_readonly("replay", [](const Plan& p) {
+        static const char* names[] = {"in_place", "grow", "trim", "fresh"};
+        return std::string(names[static_cast<int>(p.replay)]);
+      })
+      .def_readonly("staged", &Plan::staged)
       .def_property_readonly("steps", [](py::object self) {
         py::list out;
         for (Step& s : self.cast<Plan&>().steps)
@@ -139,8 +150,10 @@ void bind_arena(py::module_& m) {
         return a.release(read_ints<int64_t>(ids, "ids"));
       })
       .def("compact", &Arena::compact)
+      .def("stage", &Arena::stage, "after a layout operation whose plan needs buffers allocated: the metadata "
+           "stays as it was until commit() (plan.staged tells)")
       .def("undo", &Arena::undo, "reverts the last layout operation's metadata (its plan not replayed)")
-      .def("commit", &Arena::commit, "forgets what undo() would need")
+      .def("commit", &Arena::commit, "makes a staged operation's metadata current; forgets what undo() would need")
       .def("set_relayout_allocates", &Arena::set_relayout_allocates, py::arg("allocates"))
       .def("set_budget", &Arena::set_budget, py::arg("budget_bytes"))
       .def("validate", &Arena::validate)

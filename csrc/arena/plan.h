@@ -93,10 +93,25 @@ struct Step {
   }
 };
 
-// Buffers are grown to capacity_after (elements) BEFORE the steps run when it
-// is larger than the current capacity, and trimmed AFTER them when smaller.
+// How the buffers follow a plan (the arena decides; pyscall/replay.py executes it on the CPU or a GPU):
+//  kInPlace: the capacity stays; the steps run on the buffers as they are.
+//  kGrow:    new buffers of capacity_after hold the old values, zeros from capacity_before, then the steps.
+//  kTrim:    the steps run in place, then new buffers of capacity_after take the first values.
+//  kFresh:   one ordered step (a re-layout) at a new capacity: rows move straight into new buffers, which
+//            are zero from used_after (a re-layout packs the rows from 0).
+enum class Replay : int32_t { kInPlace = 0, kGrow = 1, kTrim = 2, kFresh = 3 };
+
 struct Plan {
-  int64_t capacity_after = 0;
+  int64_t capacity_before = 0, capacity_after = 0;  // elements of each flat buffer
+  int64_t used_after = 0;                           // elements the rows hold afterwards
+  // Per-row state (float32 [num_rows]): rows_before..rows_after are new and start at 0; reset_rows
+  // (released rows) go back to 0.
+  int64_t rows_before = 0, rows_after = 0;
+  Ints reset_rows;
+  Replay replay = Replay::kInPlace;
+  // The operation needs buffers allocated before its metadata may change: the arena holds the new
+  // metadata aside until Arena::commit(), so a failed allocation leaves it as it was.
+  bool staged = false;
   std::vector<Step> steps;
 };
 

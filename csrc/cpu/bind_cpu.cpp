@@ -1,5 +1,5 @@
 // pyscall._C.cpu: the CPU kernels. Tensors arrive as raw addresses (t.data_ptr()) already checked
-// for dtype, device, contiguity and shape by pyscall/backend_cpu.py; the GIL is released while
+// for dtype, device, contiguity and shape by pyscall/backends/cpu.py; the GIL is released while
 // the kernels run.
 #include <pybind11/pybind11.h>
 

@@ -1,4 +1,4 @@
-// The four CPU kernels of the ops contract (kernels/CONTRACT.md, shared with the Triton kernels), for T = float, double,
+// The four CPU kernels of the ops contract (pyscall/backends/CONTRACT.md, shared with the Triton kernels), for T = float, double,
 // and the check of a pooled lookup's bags that pyscall.ops runs on the host for every backend.
 #pragma once
 #include <cstdint>

@@ -33,9 +33,8 @@ inline bool row_ok(const Table<T>& t, int64_t i) {
   return w >= 0 && w <= t.d_max && o >= 0 && o <= t.numel - w;
 }
 
-// One cache-line prefetch into L2, for rows read and rows about to be written alike: on Zen 4,
-// width-256 lookups ran about 1.6x faster than with prefetches into L1 (prefetcht0 / prefetchw),
-// which run out of L1 miss buffers, and the fused Adam step 10-20% faster (A/B runs, 1 thread).
+// One cache-line prefetch into L2, for rows read and rows about to be written alike: prefetches into
+// L1 (prefetcht0 / prefetchw) run out of L1 miss buffers on random rows.
 // GCC models __builtin_prefetch as free of side effects, so it finds a helper that only prefetches
 // "pure" and deletes the calls to it: GCC 12 built these kernels with no prefetch at all
 // (tests/test_cpu_kernels.py counts them in the built _C). Volatile asm stays.
@@ -84,9 +83,9 @@ inline void prefetch_metadata(const Table<T>& t, int64_t i) {
   }
 }
 
-// Only the id is checked before its metadata is read: a branch on the metadata itself (row_ok) waits
-// for that load, and made the lookups 3-6% slower (A/B, Dec 2026). A corrupted row only prefetches
-// wrong addresses, which never fault (its width is capped at d_max).
+// Only the id is checked before its metadata is read: a branch on the metadata itself (row_ok) would
+// wait for that load. A corrupted row only prefetches wrong addresses, which never fault (its width is
+// capped at d_max).
 template <typename T>
 inline void prefetch_ahead(const Table<T>& t, const int64_t* ids, int64_t k, int64_t n) {
   if (k + 2 * kPrefetchDistance < n) prefetch_metadata(t, ids[k + 2 * kPrefetchDistance]);

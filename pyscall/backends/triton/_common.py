@@ -3,9 +3,11 @@ import torch
 import triton
 import triton.language as tl
 
-# Element types the kernels read; the optimizer paths accept only the first two.
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-UPDATE_DTYPES = (torch.float32, torch.float64)
+from ...spec import HALF_DTYPES, VALUE_DTYPES
+
+# Element types the kernels read (the half types too); the optimizer paths accept only pyscall.spec's.
+FLOAT_DTYPES = VALUE_DTYPES + HALF_DTYPES
+UPDATE_DTYPES = VALUE_DTYPES
 
 
 def acc_dtype(dtype):
@@ -59,9 +61,7 @@ def row_tile(d_max, elements, max_block_d):
 
 def num_warps(block_rows, block_d):
     """About 1,024 elements of a tile per warp (32 per lane). Gathers of random rows hide their latency
-    across many small programs better than inside a few large ones: on an H200, the backward ran 1.7x
-    (Adam) to 6.4x (row-wise Adagrad) faster with 256-element, one-warp tiles than with 2,048-4,096-element,
-    4-8-warp tiles (tile sweep in bench/results/device_h200.md)."""
+    across many small programs better than inside a few large ones (tile sweep: bench/results/device_h200.md)."""
     return max(1, min(8, block_rows * block_d // 1024))
 
 

@@ -28,7 +28,7 @@ def tile(d_max):
 
 
 def lookup(weight, offsets, widths, ids, d_max, uniform_width=0):
-    # uniform_width (kernels/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
+    # uniform_width (pyscall/backends/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
     device = check_weight(weight)
     num_rows = check_table(offsets, widths, device, d_max)
     n = check_ids(ids, device, num_rows)

@@ -9,12 +9,15 @@ import torch
 import triton
 import triton.language as tl
 
+from ...spec import OPTIMIZERS
 from ._common import UPDATE_DTYPES, acc_dtype, check_ids, check_tensor, check_weight, num_warps, row_tile
 
-# Kernel variants (constexpr globals so that @triton.jit code may read them when compiled for a GPU).
-FLAT, SGD, ADAGRAD, ROWWISE_ADAGRAD, ADAM = (tl.constexpr(i) for i in range(5))
-OPTIMIZERS = {"sgd": SGD, "adagrad": ADAGRAD, "rowwise_adagrad": ROWWISE_ADAGRAD, "adam": ADAM}
-STATE_COUNT = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 0, "adam": 2}
+# Kernel variants (constexpr globals so that @triton.jit code may read them when compiled for a GPU): FLAT,
+# then each optimizer at its pyscall.spec code + 1.
+FLAT = tl.constexpr(0)
+SGD, ADAGRAD, ROWWISE_ADAGRAD, ADAM = (tl.constexpr(OPTIMIZERS[name].code + 1)
+                                       for name in ("sgd", "adagrad", "rowwise_adagrad", "adam"))
+VARIANTS = {"sgd": SGD, "adagrad": ADAGRAD, "rowwise_adagrad": ROWWISE_ADAGRAD, "adam": ADAM}
 # Hyper-parameters travel in a small tensor of the weight's dtype: Triton passes Python floats as float32,
 # which would round lr and eps for float64 tables.
 # Order: lr, eps, beta1, beta2, weight_decay, lr / (1 - beta1**step), sqrt(1 - beta2**step).
@@ -190,7 +193,7 @@ def _launch(opt, grad_src, ids, src_index, scale, argmax, offsets, widths, weigh
 
 
 def flat_grad(grad_src, ids, src_index, scale, argmax, offsets, widths, capacity, uniform_width=0):
-    # uniform_width (kernels/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
+    # uniform_width (pyscall/backends/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
     _, n = _check_grad_args(grad_src, ids, src_index, scale, argmax, offsets, widths, UPDATE_DTYPES)
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
         raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
@@ -202,7 +205,7 @@ def flat_grad(grad_src, ids, src_index, scale, argmax, offsets, widths, capacity
 
 def fused_update(grad_src, ids, src_index, scale, argmax, offsets, widths, weight, state, row_state,
                  optimizer, lr, eps, beta1, beta2, weight_decay, step, uniform_width=0):
-    # uniform_width (kernels/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
+    # uniform_width (pyscall/backends/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     device = check_weight(weight, UPDATE_DTYPES)
@@ -210,8 +213,9 @@ def fused_update(grad_src, ids, src_index, scale, argmax, offsets, widths, weigh
     if grad_device != device:
         raise ValueError(f"grad_src must be on {device} (the weight's device), got {grad_device}")
     state = list(state or [])
-    if len(state) != STATE_COUNT[optimizer]:
-        raise ValueError(f"optimizer {optimizer!r} needs {STATE_COUNT[optimizer]} state tensors, got {len(state)}")
+    if len(state) != OPTIMIZERS[optimizer].state_per_element:
+        raise ValueError(f"optimizer {optimizer!r} needs {OPTIMIZERS[optimizer].state_per_element} state tensors, "
+                         f"got {len(state)}")
     for i, s in enumerate(state):
         check_tensor(f"state[{i}]", s, dtypes=(weight.dtype,), device=device, ndim=1, numel=weight.numel())
     if optimizer == "rowwise_adagrad":
@@ -227,6 +231,6 @@ def fused_update(grad_src, ids, src_index, scale, argmax, offsets, widths, weigh
                       dtype=weight.dtype)
     if device.type == "cuda":  # pinned + non_blocking: no stream sync on the way in
         hp = hp.pin_memory().to(device, non_blocking=True)
-    _launch(OPTIMIZERS[optimizer], grad_src, ids, src_index, scale, argmax, offsets, widths, weight, weight,
+    _launch(VARIANTS[optimizer], grad_src, ids, src_index, scale, argmax, offsets, widths, weight, weight,
             state[0] if state else None, state[1] if len(state) > 1 else None,
             row_state if optimizer == "rowwise_adagrad" else None, hp)

@@ -1,5 +1,5 @@
-"""CPU backend of the ragged-table kernels (contract: the four kernel functions below, shared with the
-Triton backend; advance_step and bag_end are helpers of pyscall.ops for host tensors). Checks dtypes,
+"""CPU backend of the ragged-table kernels (contract: pyscall/backends/CONTRACT.md, the four functions below,
+shared with the Triton backend; the vocabulary comes from pyscall.spec). Checks dtypes,
 devices, contiguity and shapes, allocates outputs, and calls ``pyscall._C.cpu`` with raw pointers; the C++ side releases the GIL and runs
 ``torch.get_num_threads()`` OpenMP threads. With ``uniform_width`` W > 0 (the arena's, never a guess)
 the kernels find row i at ``weight[i * W : (i + 1) * W]`` without reading offsets and widths."""
@@ -9,39 +9,11 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _C
+from .. import _C
+from ..checks import check as _check, check_shape as _check_shape
+from ..spec import DTYPE_CODES as _DTYPE_CODES, OPTIMIZERS, POOL_MODES, VALUE_DTYPES as _VALUE_DTYPES
 
-__all__ = ["lookup", "pooled", "flat_grad", "fused_update", "advance_step", "bag_end"]
-
-_DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
-_VALUE_DTYPES = tuple(_DTYPE_CODES)
-_POOL_MODES = {"sum": 0, "mean": 1, "max": 2}
-_OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 2, "adam": 3}
-_STATE_COUNTS = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 0, "adam": 2}
-
-
-def _check(name: str, t, dtype: torch.dtype | tuple[torch.dtype, ...], ndim: int) -> torch.Tensor:
-    # Runs a dozen times a step: the passing case first, in one expression (t.is_cpu, not t.device,
-    # which builds a device object).
-    if isinstance(t, torch.Tensor) and (t.dtype in dtype if isinstance(dtype, tuple) else t.dtype == dtype) \
-            and t.is_cpu and t.dim() == ndim and t.is_contiguous():
-        return t
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
-    if t.dtype not in dtypes:
-        expected = " or ".join(str(d) for d in dtypes)
-        raise TypeError(f"{name} must have dtype {expected}, got {t.dtype}")
-    if not t.is_cpu:
-        raise ValueError(f"{name} must be on device cpu, got {t.device}")
-    if t.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
-    raise ValueError(f"{name} must be contiguous")
-
-
-def _check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
-    if t.shape != shape:
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+__all__ = ["lookup", "pooled", "flat_grad", "fused_update"]
 
 
 def _table(weight, offsets, widths) -> int:
@@ -92,7 +64,7 @@ def pooled(weight: torch.Tensor, offsets: torch.Tensor, widths: torch.Tensor, id
     _check("bag_offsets", bag_offsets, torch.int64, 1)
     if bag_offsets.numel() < 1:
         raise ValueError("bag_offsets must have B + 1 >= 1 entries")
-    if mode not in _POOL_MODES:
+    if mode not in POOL_MODES:
         raise ValueError(f"mode must be one of 'sum', 'mean', 'max', got {mode!r}")
     if per_sample_weights is not None and mode != "sum":
         raise ValueError(f"per_sample_weights is only supported for mode='sum', got mode={mode!r}")
@@ -103,7 +75,7 @@ def pooled(weight: torch.Tensor, offsets: torch.Tensor, widths: torch.Tensor, id
     argmax = torch.empty(bags, d_max, dtype=torch.int64) if mode == "max" else None
     _C.cpu.pooled(code, weight.data_ptr(), weight.numel(), offsets.data_ptr(), widths.data_ptr(),
                   offsets.numel(), d_max, uniform_width, ids.data_ptr(), ids.numel(), bag_offsets.data_ptr(),
-                  bags, _POOL_MODES[mode], psw, out.data_ptr(),
+                  bags, POOL_MODES[mode], psw, out.data_ptr(),
                   0 if argmax is None else argmax.data_ptr(), torch.get_num_threads())
     return out, argmax
 
@@ -151,11 +123,12 @@ def fused_update(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Ten
     weight; "rowwise_adagrad": row_state float32 [num_rows])."""
     _table(weight, offsets, widths)
     src = _grad_source(grad_src, ids, src_index, scale, argmax, weight.dtype)
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
+    spec = OPTIMIZERS.get(optimizer)
+    if spec is None:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     state = state or ()
-    if len(state) != _STATE_COUNTS[optimizer]:
-        raise ValueError(f"optimizer {optimizer!r} needs {_STATE_COUNTS[optimizer]} state "
+    if len(state) != spec.state_per_element:
+        raise ValueError(f"optimizer {optimizer!r} needs {spec.state_per_element} state "
                          f"tensors, got {len(state)}")
     pointers = [0, 0]
     for idx, s in enumerate(state):
@@ -163,7 +136,7 @@ def fused_update(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Ten
         _check_shape(f"state[{idx}]", s, weight.shape)
         pointers[idx] = s.data_ptr()
     row_pointer = 0
-    if optimizer == "rowwise_adagrad":
+    if spec.state_per_row:
         if row_state is None:
             raise ValueError("optimizer 'rowwise_adagrad' needs row_state (float32 [num_rows])")
         _check("row_state", row_state, torch.float32, 1)
@@ -171,29 +144,9 @@ def fused_update(grad_src: torch.Tensor, ids: torch.Tensor, src_index: torch.Ten
         row_pointer = row_state.data_ptr()
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ValueError(f"step must be an int >= 1, got {step!r}")
-    # Positional: keyword arguments cost pybind11 about 3 us here, a tenth of a small step.
+    # Positional: keyword arguments cost pybind11 a noticeable part of a small step.
     _C.cpu.fused_update(*src, offsets.data_ptr(), widths.data_ptr(), offsets.numel(), grad_src.shape[1],
                         uniform_width, weight.data_ptr(), weight.numel(), pointers[0], pointers[1], row_pointer,
-                        _OPTIMIZERS[optimizer], float(lr), float(eps), float(beta1), float(beta2),
+                        spec.code, float(lr), float(eps), float(beta1), float(beta2),
                         float(weight_decay), step, torch.get_num_threads())
 
-
-def advance_step(hparams: torch.Tensor, step: torch.Tensor) -> tuple:
-    """Adds 1 to a table's step count (int64 [1]) in place; returns (lr, eps, beta1, beta2, weight_decay)
-    from its hyper-parameters (float64 [5]) and the new count. Not a kernel: pyscall.ops calls it for
-    host tensors whatever the backend."""
-    _check("hparams", hparams, torch.float64, 1)
-    _check_shape("hparams", hparams, (5,))
-    _check("step", step, torch.int64, 1)
-    _check_shape("step", step, (1,))
-    return _C.cpu.advance_step(hparams.data_ptr(), step.data_ptr())
-
-
-def bag_end(bag_offsets: torch.Tensor, n: int) -> int:
-    """Checks bag offsets (a 1-D int64 host tensor: starting at 0, non-decreasing, at most n) over n
-    indices and returns the last one. Not a kernel: pyscall.ops checks every backend's bags with it."""
-    if bag_offsets.dtype != torch.int64 or bag_offsets.dim() != 1:
-        raise TypeError(f"bag offsets must be a 1-D int64 tensor, got {bag_offsets.dtype} with shape "
-                        f"{tuple(bag_offsets.shape)}")
-    o = bag_offsets.contiguous()
-    return _C.cpu.bag_end(o.data_ptr(), o.numel(), n)

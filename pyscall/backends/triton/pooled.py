@@ -4,9 +4,9 @@ import triton
 import triton.language as tl
 
 from . import _common
+from ...spec import POOL_MODES
 from ._common import acc_dtype, check_ids, check_table, check_tensor, check_weight, num_warps
 
-MODES = {"sum": 0, "mean": 1, "max": 2}
 
 
 @triton.jit
@@ -55,18 +55,18 @@ def _pooled_kernel(weight_ptr, offsets_ptr, widths_ptr, ids_ptr, bag_ptr, psw_pt
 
 
 def tile(d_max):
-    """(BLOCK_K, BLOCK_D): 1,024 elements a program ran 1.6-2.3x faster on an H200 than 2,048 (tile sweep)."""
+    """(BLOCK_K, BLOCK_D): 1,024 elements a program (bench/gpu_tile_sweep.py picks it per card)."""
     block_d = min(triton.next_power_of_2(max(d_max, 1)), 256)
     return max(1, 1024 // block_d), block_d
 
 
 def pooled(weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, d_max, uniform_width=0):
-    # uniform_width (kernels/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
+    # uniform_width (pyscall/backends/CONTRACT.md): the metadata stays valid, and these kernels read it regardless.
     device = check_weight(weight)
     num_rows = check_table(offsets, widths, device, d_max)
     n = check_ids(ids, device, num_rows)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if mode not in POOL_MODES:
+        raise ValueError(f"mode must be one of {sorted(POOL_MODES)}, got {mode!r}")
     check_tensor("bag_offsets", bag_offsets, dtypes=(torch.int64,), device=device, ndim=1)
     if bag_offsets.numel() == 0:
         raise ValueError("bag_offsets must have B+1 >= 1 elements (bag_offsets[0] == 0, bag_offsets[-1] == N)")
@@ -86,6 +86,6 @@ def pooled(weight, offsets, widths, ids, bag_offsets, mode, per_sample_weights, 
                          per_sample_weights if per_sample_weights is not None else weight,
                          out, argmax if argmax is not None else out,
                          n, num_rows, d_max,
-                         MODE=MODES[mode], HAS_PSW=per_sample_weights is not None, ACC=acc_dtype(weight.dtype),
+                         MODE=POOL_MODES[mode], HAS_PSW=per_sample_weights is not None, ACC=acc_dtype(weight.dtype),
                          BLOCK_K=block_k, BLOCK_D=block_d, num_warps=num_warps(block_k, block_d))
     return out, argmax
