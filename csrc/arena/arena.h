@@ -71,7 +71,8 @@ class Arena {
   void set_memory_limit(int64_t bytes) { memory_limit_ = bytes < 0 ? -1 : bytes; }
   // Throws BudgetError (or MemoryLimitError), changing nothing, unless `rows` more rows holding
   // `elements` more elements would fit: lets a caller refuse before it allocates their widths or init.
-  void check_append(int64_t rows, int64_t elements) const;
+  // `op` names what the caller is doing in the message (a table's construction is not an append).
+  void check_append(int64_t rows, int64_t elements, const char* op = "append") const;
   // Reverts the metadata of the last layout operation (valid until commit()
   // or the next operation; a no-op after either). The plan it returned must
   // not have been replayed. An operation whose buffers need no allocation
