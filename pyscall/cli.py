@@ -34,9 +34,9 @@ from .scall.sac import SACConfig
 from .train import Budget, BudgetError, StreamTrainer, TrainConfig
 
 DEFAULT_MEAN_SIZE = 16.0
-# What `pyscall stream` runs with no policy named: a sizing rule against uniform sizes at the same budget,
-# which fits the default run's few minutes on 2 cores (the scall agent does not yet).
-DEFAULT_COMPARE = "freq-rule,uniform"
+# What `pyscall stream` runs with no policy named: SCALL's power-law sizes at a fixed shape against uniform
+# sizes at the same budget, which fits the default run's few minutes on 2 cores (the scall agent does not yet).
+DEFAULT_COMPARE = "fixed-alpha,uniform"
 CSV_OPTIONS = ("user_col", "item_col", "time_col", "time_format", "sep")
 
 
