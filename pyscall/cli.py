@@ -185,9 +185,9 @@ def parse_args(argv=None):
 
 def _data_format(args) -> str:
     """The format of --data: named, or detected from the path (the file must exist)."""
-    if args.data == "online-retail" or args.data.startswith("synthetic:"):
+    if args.data == "online-retail" or args.data.startswith("synthetic:") or args.format == "synthetic":
         return args.format or args.data.split(":")[0]
-    if args.format is None and not Path(args.data).is_file():
+    if not Path(args.data).is_file():
         raise UsageError(f"--data {args.data}: no such file (or one of the names 'online-retail', "
                          "'synthetic:N_USERS,N_ITEMS,N_INTERACTIONS')")
     if args.format is not None:
