@@ -108,15 +108,16 @@ class RaggedArena:
         self.row_state = [torch.zeros(0, dtype=torch.float32, device=device)  # per-row state is float32
                           for _ in range(state_per_row)]
         self._refresh()
+        op = f"a new table of {num_rows} rows"  # budget messages name the construction, not an append
         if widths is None:  # every row d_max wide, refused by the budget before any array is built
-            self._arena.check_append(int(num_rows), min(int(num_rows) * int(d_max), _MAX_BYTES // 4))
+            self._arena.check_append(int(num_rows), min(int(num_rows) * int(d_max), _MAX_BYTES // 4), op)
             self._append(int(num_rows), (), uniform=int(d_max))
             return
-        self._arena.check_append(int(num_rows), 0)  # the rows' metadata, before their widths are copied
+        self._arena.check_append(int(num_rows), 0, op)  # the rows' metadata, before their widths are copied
         widths = int_array(widths, "widths")
         if widths.size != num_rows:
             raise ValueError(f"widths must have num_rows={num_rows} entries, got {widths.size}")
-        self.append(widths)
+        self._append(widths, (), op=op)
 
     # Pickling (and copy.deepcopy) keeps the exact layout, so the buffers, and any torch optimizer state
     # laid out like them, come back valid; offsets and widths become views of the new metadata.
@@ -248,8 +249,9 @@ class RaggedArena:
         widths = int_array(widths, "widths")
         return self._append(widths, companions)
 
-    def _append(self, widths, companions, uniform: int | None = None) -> torch.Tensor:
-        """append's body; with `uniform`, `widths` is a row count and every new row is that wide."""
+    def _append(self, widths, companions, uniform: int | None = None, op: str = "append") -> torch.Tensor:
+        """append's body; with `uniform`, `widths` is a row count and every new row is that wide; `op` names
+        the operation in a budget error."""
         companions = self._check_companions(companions)
         count = widths if uniform is not None else widths.size
         if uniform is None:
@@ -257,7 +259,7 @@ class RaggedArena:
                 bad = int(np.flatnonzero((widths < 0) | (widths > self.d_max))[0])
                 raise ValueError(f"width {widths[bad]} at position {bad} is outside [0, d_max={self.d_max}]")
             # Then the budget: the row init and the per-row state below allocate for every new row.
-            self._arena.check_append(count, int(widths.sum(dtype=np.int64)))
+            self._arena.check_append(count, int(widths.sum(dtype=np.int64)), op)
         first = self.num_rows
         init = self._initial_values(widths if uniform is None else None, count, uniform)
         if uniform is None:

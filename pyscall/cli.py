@@ -1,14 +1,16 @@
 """`pyscall stream`: run size policies over a stream of interactions, segment by segment.
 
-    pyscall stream                                      # embedded Online Retail stream, default budget
-    pyscall stream --policy scall                       # the same with the SCALL agent
+    pyscall stream                                      # the embedded Online Retail stream: the default comparison
+    pyscall stream --policy scall                       # one policy: the SCALL agent
     pyscall stream --preset paper                       # the SCALL paper's setting on the same data
     pyscall stream --compare uniform,freq-rule,fixed-alpha --mean-size 8 --out runs/cmp
-    pyscall stream --data ratings.dat --format movielens --budget-mb 2 --model lightgcn
+    pyscall stream --data ratings.dat --budget-mb 2 --model mf
+    pyscall stream --data log.csv --user-col user_id --item-col item_id --time-col timestamp
     pyscall stream --data synthetic:100000,50000,2000000 --model mf --resume
 
 Writes results.csv, results.json, quality.png and sizes.png to --out, and a checkpoint per policy after
-every segment (out/checkpoints/<policy>.pt); --resume continues from them.
+every segment (out/checkpoints/<policy>.pt); --resume continues from them. An error prints one line and
+exits non-zero (2: bad options, 1: the run failed); --debug (or PYSCALL_DEBUG=1) shows the traceback.
 """
 from __future__ import annotations
 
@@ -22,16 +24,34 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .report import summarize, summary_table, table_header, table_row, write_all
+from .data.errors import DataFormatError
+from .data.loaders import FORMATS, detect_format
+from .errors import BudgetExceededError, CheckpointError
+from .report import summary_lines, table_header, table_row, write_all
 from .scall.agent import ALPHA_SCALES, PROBES, REWARDS, AgentConfig
-from .scall.sac import SACConfig
 from .scall.policies import POLICIES, make_policy
-from .train import Budget, StreamTrainer, TrainConfig
-
-# Test hook: PYSCALL_TEST_EXIT_AFTER_SEGMENT=k kills the process right after the checkpoint of segment k.
-EXIT_AFTER_SEGMENT_ENV = "PYSCALL_TEST_EXIT_AFTER_SEGMENT"
+from .scall.sac import SACConfig
+from .train import Budget, BudgetError, StreamTrainer, TrainConfig
 
 DEFAULT_MEAN_SIZE = 16.0
+# What `pyscall stream` runs with no policy named: SCALL's power-law sizes at a fixed shape against uniform
+# sizes at the same budget, which fits the default run's few minutes on 2 cores (the scall agent does not yet).
+DEFAULT_COMPARE = "fixed-alpha,uniform"
+CSV_OPTIONS = ("user_col", "item_col", "time_col", "time_format", "sep")
+
+
+class UsageError(Exception):
+    """Options that cannot run: printed as one line, exit status 2 (as argparse's own errors)."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default once: not when it is None or a flag's False, nor when the help already states it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,24 +59,26 @@ def _parser() -> argparse.ArgumentParser:
                                      "recommenders (SCALL)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("stream", help="train and evaluate size policies over a stream, segment by segment",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--data", default="online-retail",
                       help="a path, 'online-retail' (embedded UCI Online Retail, CC BY 4.0) or "
                            "'synthetic:N_USERS,N_ITEMS,N_INTERACTIONS'")
-    data.add_argument("--format", default=None,
-                      choices=["movielens", "amazon", "yelp", "csv", "online-retail", "synthetic"],
-                      help="file format (default: detected from the path)")
-    data.add_argument("--user-col", help="--format csv: user column")
-    data.add_argument("--item-col", help="--format csv: item column")
-    data.add_argument("--time-col", help="--format csv: time column")
-    data.add_argument("--time-format", help="--format csv: strptime format (default: unix seconds)")
-    data.add_argument("--sep", default=None, help="--format csv: field delimiter (default: tab if the header "
-                      "has one, else comma); typed headers such as 'user_id:token' match --user-col user_id")
+    data.add_argument("--format", default=None, choices=list(FORMATS),
+                      help="file format (default: detected from the path: u.data and *.dat are MovieLens, "
+                           "*.json Amazon or Yelp, *.csv MovieLens by its header or else csv, *.tsv and *.inter csv)")
+    data.add_argument("--user-col", help="csv: the user column's name in the header")
+    data.add_argument("--item-col", help="csv: the item column's name")
+    data.add_argument("--time-col", help="csv: the time column's name")
+    data.add_argument("--time-format", help="csv: strptime format of the time column (default: unix seconds)")
+    data.add_argument("--sep", default=None, help="csv: field delimiter (default: tab if the header has one, "
+                      "else comma); typed headers such as 'user_id:token' match --user-col user_id")
     data.add_argument("--dedup", default="none", choices=["none", "first"],
                       help="first: keep each (user, item) pair at its first interaction only (the paper's setting)")
     data.add_argument("--k-core", type=int, default=None, help="k-core filter before segmenting")
-    data.add_argument("--segmentation", default="time", choices=["new-entities", "time", "count"])
+    data.add_argument("--segmentation", default="time", choices=["new-entities", "time", "count"],
+                      help="how the stream is cut into segments: by time window, by new users+items, or into "
+                           "--n-segments equal parts")
     data.add_argument("--window", default="month", help="--segmentation time: day, week, month or seconds")
     data.add_argument("--threshold", type=int, default=15000,
                       help="--segmentation new-entities: new users+items per segment")
@@ -67,18 +89,24 @@ def _parser() -> argparse.ArgumentParser:
 
     budget = p.add_argument_group("budget and sizes").add_mutually_exclusive_group()
     budget.add_argument("--budget-mb", type=float, default=None,
-                        help="fixed budget in MB of float32 parameters (P = MB x 250,000)")
+                        help="fixed budget in MB of float32 parameters, the paper's unit (P = MB x 250,000); "
+                             "the tables hold about 3x that in bytes (Adam state) plus 16 bytes a row")
+    budget.add_argument("--memory-mb", type=float, default=None,
+                        help="fixed budget in MB (10^6 bytes) of memory: everything the tables hold (weights, "
+                             "Adam state, 16 bytes of metadata a row) stays within it")
     budget.add_argument("--mean-size", type=float, default=None,
                         help=f"budget as a mean width per row, P = c x (users + items) "
                              f"(default {DEFAULT_MEAN_SIZE:g} when no budget is given)")
     sizes = p.add_argument_group("policies")
+    which = sizes.add_mutually_exclusive_group()
+    which.add_argument("--policy", default=None, choices=sorted(POLICIES),
+                       help="run this one policy (scall: the learned agent; the others are fixed rules, README)")
     # Not scall yet: with the agent the default run took 15.7 minutes here (11.2 CPU-minutes), over its 10.
-    sizes.add_argument("--policy", default="freq-rule", choices=sorted(POLICIES),
-                       help="scall: the learned agent; the others are fixed rules (README)")
-    sizes.add_argument("--compare", default=None,
-                       help="comma-separated policies run on the same stream, e.g. uniform,freq-rule,fixed-alpha")
-    sizes.add_argument("--d-max", type=int, default=64)
-    sizes.add_argument("--d-min", type=int, default=1)
+    which.add_argument("--compare", default=DEFAULT_COMPARE, metavar="POLICY,POLICY,...",
+                       help="policies (names as --policy's) run one after the other on the same stream at the "
+                            f"same budget, into one report (default: {DEFAULT_COMPARE})")
+    sizes.add_argument("--d-max", type=int, default=64, help="the widest row (every row of full)")
+    sizes.add_argument("--d-min", type=int, default=1, help="the narrowest row a budgeted policy gives")
     sizes.add_argument("--beta", type=float, default=0.5, help="freq-rule: width ~ (frequency + 1) ** beta")
     sizes.add_argument("--alpha", type=float, default=0.5, help="fixed-alpha: power-law shape (users and items)")
     sizes.add_argument("--user-share", type=float, default=0.5, help="fixed-alpha: share of P for users")
@@ -107,23 +135,29 @@ def _parser() -> argparse.ArgumentParser:
 
     train = p.add_argument_group("training")
     defaults = TrainConfig()
-    train.add_argument("--model", default=defaults.model, choices=["lightgcn", "mf"])
-    train.add_argument("--layers", type=int, default=defaults.layers)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--max-batches", type=int, default=defaults.max_batches, help="per segment")
-    train.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    train.add_argument("--patience", type=int, default=defaults.patience)
-    train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--model", default=defaults.model, choices=["lightgcn", "mf"],
+                       help="the recommender trained with BPR on the tables: LightGCN or matrix factorisation")
+    train.add_argument("--layers", type=int, default=defaults.layers, help="LightGCN propagation layers")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="training pairs a batch")
+    train.add_argument("--max-batches", type=int, default=defaults.max_batches, help="batches a segment, at most")
+    train.add_argument("--eval-every", type=int, default=defaults.eval_every,
+                       help="batches between validation checks (early stopping)")
+    train.add_argument("--patience", type=int, default=defaults.patience,
+                       help="validation checks without improvement before a segment's training stops")
+    train.add_argument("--lr", type=float, default=defaults.lr, help="Adam's learning rate")
     train.add_argument("--eval-users", type=int, default=None,
                        help="evaluate a seeded sample of at most this many users per segment (huge streams)")
-    train.add_argument("--device", default="cpu")
+    train.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU (Triton kernels)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of every random draw: a run is reproducible")
 
     run = p.add_argument_group("output")
     run.add_argument("--out", default="runs/stream", help="output folder")
     run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bars on stderr (default: only when stderr is a terminal)")
+    run.add_argument("--debug", action="store_true",
+                     help="on an error, show the Python traceback (also PYSCALL_DEBUG=1)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help="a named setting; options given explicitly override it. paper: the SCALL paper's "
                         "setting on the embedded data (" + " ".join(_preset_words("paper")) + ")")
@@ -136,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 PRESETS = {"paper": dict(data="online-retail", dedup="first", k_core=10, segmentation="new-entities",
                          threshold=1500, protocol="paper", mean_size=16.0, d_max=256, model="lightgcn",
                          batch_size=10_000, eval_every=200, patience=3, max_batches=1000, lr=0.03,
-                         policy="scall")}
+                         compare="scall")}
 
 
 def _preset_words(name: str) -> list:
@@ -152,37 +186,66 @@ def parse_args(argv=None):
     return args
 
 
+def _data_format(args) -> str:
+    """The format of --data: named, or detected from the path (the file must exist)."""
+    if args.data == "online-retail" or args.data.startswith("synthetic:") or args.format == "synthetic":
+        return args.format or args.data.split(":")[0]
+    if not Path(args.data).is_file():
+        raise UsageError(f"--data {args.data}: no such file (or one of the names 'online-retail', "
+                         "'synthetic:N_USERS,N_ITEMS,N_INTERACTIONS')")
+    if args.format is not None:
+        return args.format
+    try:
+        return detect_format(args.data)
+    except ValueError:
+        raise UsageError(f"--data {args.data}: cannot tell the format from the name; give --format, one of "
+                         f"{', '.join(FORMATS)}") from None
+
+
 def _load_interactions(args):
     from .data.loaders import load, load_online_retail
     from .data.synthetic import synthetic_stream
-    if args.data == "online-retail" or args.format == "online-retail":
+    fmt = _data_format(args)
+    given = [f"--{k.replace('_', '-')}" for k in CSV_OPTIONS if getattr(args, k) is not None]
+    if fmt != "csv" and given:
+        raise UsageError(f"{' '.join(given)}: for csv files only, and --data {args.data} is read as {fmt} "
+                         "(--format csv reads it as csv)")
+    if fmt == "online-retail":
         return load_online_retail(None if args.data == "online-retail" else args.data)
-    if args.data.startswith("synthetic:") or args.format == "synthetic":
+    if fmt == "synthetic":
         spec = args.data.split(":", 1)[-1]
         try:
             n_users, n_items, n_inter = (int(x) for x in spec.split(","))
         except ValueError:
-            raise SystemExit(f"--data synthetic:N_USERS,N_ITEMS,N_INTERACTIONS expected, got {args.data!r}")
+            raise UsageError(f"--data synthetic:N_USERS,N_ITEMS,N_INTERACTIONS expected, got {args.data!r}") from None
         return synthetic_stream(n_users, n_items, n_inter, seed=args.seed)
-    kw = {}
-    if args.format == "csv":
-        kw = dict(user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
-                  time_format=args.time_format, sep=args.sep)
-    return load(args.data, format=args.format, **kw)
+    if fmt == "csv":
+        missing = [f"--{k.replace('_', '-')}" for k in CSV_OPTIONS[:3] if getattr(args, k) is None]
+        if missing:
+            raise UsageError(f"--data {args.data} is read as csv: name its columns with {', '.join(missing)} "
+                             f"(its first line: {_first_line(args.data)!r})")
+        return load(args.data, format="csv", **{k: getattr(args, k) for k in CSV_OPTIONS})
+    return load(args.data, format=fmt)
+
+
+def _first_line(path) -> str:
+    from .data.reading import open_text
+    with open_text(Path(path)) as f:
+        return f.readline().rstrip("\r\n")[:200]
 
 
 def _agent_config(args) -> AgentConfig:
     try:
         low, high = (int(x) for x in args.search_steps.split(","))
     except ValueError:
-        raise SystemExit(f"--search-steps MIN,MAX expected, got {args.search_steps!r}")
+        raise UsageError(f"--search-steps MIN,MAX expected, got {args.search_steps!r}") from None
     reward = args.reward or ("paper" if args.protocol == "paper" else "log-uniform")
     try:
         return AgentConfig(groups=args.state_groups, alpha_scale=args.alpha_scale, min_steps=low, max_steps=high,
                            probe_batches=args.probe_batches, probe=args.probe, reward=reward,
                            reward_scale=args.reward_scale, sac=SACConfig(updates_per_step=args.agent_updates))
     except ValueError as e:
-        raise SystemExit(f"SCALL agent: {e}")
+        raise UsageError(f"SCALL agent: {e}") from None
 
 
 def _policy(name: str, args, log):
@@ -193,29 +256,71 @@ def _policy(name: str, args, log):
 
 
 def _progress(args):
-    if args.no_progress:
+    """(tqdm, batch bar factory), or (None, None) without bars: by default bars only on a terminal, so that a
+    redirected log gets no carriage-return updates."""
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    if not show:
         return None, None
     from tqdm.auto import tqdm
     return tqdm, (lambda total: tqdm(total=total, desc="batches", leave=False, unit="batch"))
 
 
-def stream_command(args) -> int:
-    from .data.stream import prepare_stream
-    names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]
+def _policy_names(args) -> list:
+    names = [args.policy] if args.policy else [n.strip() for n in args.compare.split(",") if n.strip()]
     for name in names:
         if name not in POLICIES:
-            raise SystemExit(f"unknown policy {name!r} in --compare; expected some of {sorted(POLICIES)}")
+            raise UsageError(f"--compare: unknown policy {name!r}; expected some of {', '.join(sorted(POLICIES))}")
+    if not names or len(set(names)) < len(names):
+        raise UsageError(f"--compare: policies named once each expected, got {args.compare!r}")
+    return names
+
+
+def _budget(args) -> Budget:
+    if args.budget_mb is None and args.mean_size is None and args.memory_mb is None:
+        args.mean_size = DEFAULT_MEAN_SIZE
+    try:
+        return Budget(megabytes=args.budget_mb, mean_size=args.mean_size, memory_mb=args.memory_mb)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _config(args) -> TrainConfig:
+    try:
+        return TrainConfig(model=args.model, d_max=args.d_max, d_min=args.d_min, layers=args.layers,
+                           batch_size=args.batch_size, max_batches=args.max_batches, eval_every=args.eval_every,
+                           patience=args.patience, lr=args.lr, eval_users=args.eval_users, device=args.device,
+                           seed=args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _start(trainer, ckpt: Path, name: str, resume: bool, say) -> None:
+    """Loads the policy's checkpoint under --resume and says what was resumed, or that nothing was; without
+    --resume an old checkpoint is removed (the run starts over)."""
+    if not resume:
+        if ckpt.exists():
+            ckpt.unlink()
+        return
+    state = checkpoint.load(ckpt)
+    if state is None:
+        say(f"--resume: no checkpoint for {name} at {ckpt}; {name} starts at segment 0")
+        return
+    trainer.load_state_dict(state)
+    total = len(trainer.stream.segments)
+    left = f"continuing at segment {trainer.next_segment}" if not trainer.done else "nothing left to run"
+    say(f"--resume: {name} resumed from {ckpt}: segments 0-{trainer.next_segment - 1} of {total} done, {left}")
+    for row in trainer.results:
+        say(table_row(row) + "  (from checkpoint)")
+
+
+def stream_command(args) -> int:
+    from .data.stream import prepare_stream
+    names = _policy_names(args)
     if args.threads is not None:
         if args.threads < 1:
-            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.budget_mb is None and args.mean_size is None:
-        args.mean_size = DEFAULT_MEAN_SIZE
-    budget = Budget(megabytes=args.budget_mb, mean_size=args.mean_size)
-    config = TrainConfig(model=args.model, d_max=args.d_max, d_min=args.d_min, layers=args.layers,
-                         batch_size=args.batch_size, max_batches=args.max_batches, eval_every=args.eval_every,
-                         patience=args.patience, lr=args.lr, eval_users=args.eval_users, device=args.device,
-                         seed=args.seed)
+    budget, config = _budget(args), _config(args)
     out = Path(args.out)
     tqdm, batch_bar = _progress(args)
     say = tqdm.write if tqdm else print
@@ -230,23 +335,15 @@ def stream_command(args) -> int:
         f"(prepared in {time.perf_counter() - started:.1f} s); model {args.model}, d_max {args.d_max}, "
         f"budget {budget.describe()}, policies {', '.join(names)}")
     if not stream.segments:
-        raise SystemExit("the stream has no segments")
+        raise UsageError("the stream has no segments (a shorter --window, a lower --threshold or no --k-core)")
 
     rows, sizes, searches = [], {}, {}
-    exit_after = os.environ.get(EXIT_AFTER_SEGMENT_ENV)
     say(table_header())
     for name in names:
         torch.manual_seed(args.seed)  # every policy starts from the same global RNG state
         trainer = StreamTrainer(stream, _policy(name, args, say), config, budget, batch_progress=batch_bar)
         ckpt = out / "checkpoints" / f"{name}.pt"
-        if args.resume:
-            state = checkpoint.load(ckpt)
-            if state is not None:
-                trainer.load_state_dict(state)
-                for row in trainer.results:
-                    say(table_row(row) + "  (from checkpoint)")
-        elif ckpt.exists():
-            ckpt.unlink()
+        _start(trainer, ckpt, name, args.resume, say)
         bar = tqdm(total=len(stream.segments), initial=trainer.next_segment, desc=name, unit="segment") \
             if tqdm else None
         while not trainer.done:
@@ -255,8 +352,6 @@ def stream_command(args) -> int:
             say(table_row(row))
             if bar is not None:
                 bar.update(1)
-            if exit_after is not None and row["segment"] == int(exit_after):
-                os._exit(3)
         if bar is not None:
             bar.close()
         rows.extend(trainer.results)
@@ -267,21 +362,43 @@ def stream_command(args) -> int:
         sizes[name] = (user_w.numpy(), last.user_frequency(), item_w.numpy(), last.item_frequency())
 
     payload = {"source": stream.source, "n_users": stream.n_users, "n_items": stream.n_items,
-               "stream_config": stream.config, "budget": budget.describe(), "options": dict(vars(args)),
-               "searches": searches, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "stream_config": stream.config, "budget": budget.describe(), "model": args.model,
+               "d_max": args.d_max, "options": dict(vars(args)), "searches": searches,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "wall_s": time.perf_counter() - started}
     paths = write_all(out, rows, payload, sizes)
-    say("\nmean over segments t >= 1\n" + summary_table(summarize(rows)))
+    say("\n" + "\n".join(summary_lines(rows, budget.describe())))
     say(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - started:.1f} s; "
         f"peak RSS {payload['peak_rss_mb']:.0f} MB")
     return 0
 
 
+# Errors a user can act on: their message is the whole story (file and line, budget and what was asked).
+_USER_ERRORS = (UsageError, DataFormatError, BudgetError, BudgetExceededError, CheckpointError, OSError,
+                MemoryError)
+
+
 def main(argv=None) -> int:
+    """The `pyscall` command. An error prints one line to stderr and returns non-zero: 2 for options that
+    cannot run, 1 when the run fails, 130 on Ctrl-C; --debug or PYSCALL_DEBUG=1 raises it instead."""
     args = parse_args(argv)
-    if args.command == "stream":
+    debug = args.debug or os.environ.get("PYSCALL_DEBUG", "") not in ("", "0")
+    try:
         return stream_command(args)
-    return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("pyscall stream: interrupted (--resume continues from the last finished segment)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001: every error becomes one line unless --debug
+        if debug:
+            raise
+        if isinstance(e, _USER_ERRORS):
+            message = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        else:
+            message = f"{type(e).__name__}: {e} (an internal error: --debug shows where)"
+        print(f"pyscall stream: error: {message}", file=sys.stderr)
+        return 2 if isinstance(e, UsageError) else 1
 
 
 if __name__ == "__main__":

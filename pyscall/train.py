@@ -72,31 +72,57 @@ class TrainConfig:
 
 @dataclass
 class Budget:
-    """Parameters P for all user and item rows: fixed (megabytes of float32, P = MB * 250,000) or a mean
-    size c per row (P = c * (n_users + n_items), growing with the vocabulary). None/None: no budget."""
+    """The user and item tables' budget, in one of three units (None everywhere: no budget):
+    - `megabytes`: MB of float32 parameters, the SCALL paper's unit: P = MB x 250,000 parameters. The tables
+      hold more bytes than that (Adam's two moments per parameter, 16 bytes of metadata a row);
+    - `memory_mb`: MB (10^6 bytes) of memory for everything the tables hold (weights, optimizer state, row
+      metadata); P is the most parameters that fit with the rows' metadata;
+    - `mean_size`: a mean width c per row, P = c x (n_users + n_items), growing with the vocabulary."""
     megabytes: Optional[float] = None
     mean_size: Optional[float] = None
+    memory_mb: Optional[float] = None
 
     def __post_init__(self):
-        if self.megabytes is not None and self.mean_size is not None:
-            raise ValueError("give the budget as megabytes or as a mean size, not both")
-        for name in ("megabytes", "mean_size"):
+        given = [n for n in ("megabytes", "mean_size", "memory_mb") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give the budget in one unit, not both {' and '.join(given)}")
+        for name in given:
             value = getattr(self, name)
-            if value is not None and not value > 0:
+            if not value > 0:
                 raise ValueError(f"budget {name} must be > 0, got {value}")
 
-    def params(self, n_users: int, n_items: int) -> Optional[int]:
+    @property
+    def is_set(self) -> bool:
+        return any(v is not None for v in (self.megabytes, self.mean_size, self.memory_mb))
+
+    @property
+    def memory_bytes(self) -> Optional[int]:
+        return None if self.memory_mb is None else int(self.memory_mb * 1_000_000)
+
+    def params(self, n_users: int, n_items: int, bytes_per_param: Optional[int] = None) -> Optional[int]:
+        """P for this vocabulary; a memory budget needs the bytes the tables hold per parameter."""
         if self.megabytes is not None:
             return int(self.megabytes * PARAMS_PER_MB)
         if self.mean_size is not None:
             return int(self.mean_size * (n_users + n_items))
+        if self.memory_mb is not None:
+            if bytes_per_param is None:
+                raise ValueError("a memory budget needs bytes_per_param to count parameters")
+            left = self.memory_bytes - (n_users + n_items) * METADATA_BYTES_PER_ROW
+            if left < 0:
+                raise BudgetError(f"a memory budget of {self.memory_mb:g} MB ({self.memory_bytes} bytes) is less than the "
+                                  f"metadata of {n_users} users + {n_items} items alone ({METADATA_BYTES_PER_ROW} "
+                                  f"bytes a row: {(n_users + n_items) * METADATA_BYTES_PER_ROW} bytes)")
+            return left // bytes_per_param
         return None
 
     def describe(self) -> str:
         if self.megabytes is not None:
-            return f"{self.megabytes:g} MB ({int(self.megabytes * PARAMS_PER_MB)} parameters)"
+            return f"{self.megabytes:g} MB of float32 parameters ({int(self.megabytes * PARAMS_PER_MB)} parameters)"
         if self.mean_size is not None:
             return f"mean size {self.mean_size:g}"
+        if self.memory_mb is not None:
+            return f"{self.memory_mb:g} MB of memory ({self.memory_bytes} bytes: weights, Adam state, row metadata)"
         return "none"
 
 
@@ -105,10 +131,10 @@ class StreamTrainer:
 
     def __init__(self, stream, policy: SizePolicy, config: TrainConfig, budget: Budget,
                  batch_progress: Optional[Callable[[int], object]] = None):
-        if not policy.budgeted and (budget.megabytes is not None or budget.mean_size is not None):
+        if not policy.budgeted and budget.is_set:
             budget = Budget()  # "full" is the unbudgeted reference whatever budget the run was given
-        if policy.budgeted and budget.params(1, 1) is None:
-            raise ValueError(f"policy {policy.name!r} needs a budget (megabytes or mean size)")
+        if policy.budgeted and not budget.is_set:
+            raise ValueError(f"policy {policy.name!r} needs a budget (megabytes, memory or mean size)")
         self.stream, self.policy, self.config, self.budget = stream, policy, config, budget
         self.batch_progress = batch_progress  # factory: total batches -> a tqdm-like bar (update/close)
         self.device = torch.device(config.device)
@@ -163,15 +189,21 @@ class StreamTrainer:
         return sum(s["capacity_bytes"] + s["row_metadata_bytes"]
                    for s in (t.memory_stats() for t in (self.users, self.items)))
 
-    def _budget_bytes(self, params: Optional[int], n_rows: int) -> Optional[int]:
-        """The byte budget of `params` parameters over `n_rows` rows: weights with their Adam state, and each
-        row's metadata."""
-        return None if params is None else params * self._bytes_per_param() + n_rows * METADATA_BYTES_PER_ROW
+    def budget_for(self, seg) -> tuple[Optional[int], Optional[int]]:
+        """(parameters P, bytes) the budget allows at `seg`. In parameter units the bytes are P's weights with
+        their Adam state plus each row's metadata; a memory budget is its bytes, and P what fits in them."""
+        n_rows = seg.n_users + seg.n_items
+        params = self.budget.params(seg.n_users, seg.n_items, self._bytes_per_param())
+        if params is None:
+            return None, None
+        if self.budget.memory_bytes is not None:
+            return params, self.budget.memory_bytes
+        return params, params * self._bytes_per_param() + n_rows * METADATA_BYTES_PER_ROW
 
     def _apply_sizes(self, seg) -> tuple[int, Optional[int], Optional[int]]:
         """Set every row's width for `seg`; returns (parameters used, parameter budget, byte budget)."""
         cfg = self.config
-        budget = self.budget.params(seg.n_users, seg.n_items)
+        budget, budget_bytes = self.budget_for(seg)
         previous = self.stream.segments[seg.index - 1] if seg.index > 0 and self.users is not None else None
         ctx = SizeContext(seg.index, seg.user_frequency(), seg.item_frequency(), budget, cfg.d_min, cfg.d_max,
                           self.policy_rng, segment=seg, previous=previous, trainer=self)
@@ -181,10 +213,10 @@ class StreamTrainer:
                              f"{tuple(item_w.shape)} item widths for {seg.n_users} users and {seg.n_items} items")
         used = int(user_w.sum()) + int(item_w.sum())
         if budget is not None and used > budget:
+            in_bytes = f", what {budget_bytes} bytes hold" if self.budget.memory_bytes is not None else ""
             raise BudgetError(f"segment {seg.index}: policy {self.policy.name!r} asks for {used} parameters, "
-                              f"over the budget of {budget} ({seg.n_users} users + {seg.n_items} items at "
+                              f"over the budget of {budget}{in_bytes} ({seg.n_users} users + {seg.n_items} items at "
                               f"d_min={cfg.d_min}); raise the budget or lower d_min")
-        budget_bytes = self._budget_bytes(budget, seg.n_users + seg.n_items)
         if getattr(self.policy, "replays", False) and self.users is not None:
             self.start = tuple(_unbudgeted_copy(t) for t in (self.users, self.items))
         if self.users is None:
@@ -331,7 +363,7 @@ class StreamTrainer:
         self.policy.load_state_dict(state.get("policy_state", {}))  # checkpoints before the agent have none
         if state["users"] is not None:
             seg = self.stream.segments[state["next_segment"] - 1]
-            budget_bytes = self._budget_bytes(self.budget.params(seg.n_users, seg.n_items), seg.n_users + seg.n_items)
+            budget_bytes = self.budget_for(seg)[1]
             self.users = self._new_table(state["users"]["widths"], budget_bytes)
             self.items = self._new_table(state["items"]["widths"], budget_bytes)
             self.users.load_state_dict(state["users"])
@@ -411,7 +443,7 @@ class Prober:
         for _ in range(batches if len(train) else 0):
             idx = next(indices)
             self.batches.append((train[idx, 0], train[idx, 1], sampler.sample(train[idx, 0], generator)))
-        self.budget = trainer.budget.params(seg.n_users, seg.n_items)
+        self.budget = trainer.budget_for(seg)[0]
 
     def _tables(self, user_widths, item_widths):
         t = self.trainer

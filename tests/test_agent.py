@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,7 +150,10 @@ def test_scall_killed_after_a_segment_resumes_to_the_same_numbers(tmp_path):
     done = _run(SCALL_TINY + ["--out", str(straight)])
     assert done.returncode == 0, done.stderr[-2000:]
     assert "search t=1 step  1" in done.stdout
-    killed = _run(SCALL_TINY + ["--out", str(broken)], {"PYSCALL_TEST_EXIT_AFTER_SEGMENT": "1"})
+    # tests/cli_exit_after.py: the run ends right after segment 1's checkpoint, as a kill would
+    killed = subprocess.run([sys.executable, str(Path(__file__).with_name("cli_exit_after.py")), "1", *SCALL_TINY,
+                             "--out", str(broken)], capture_output=True, text=True, timeout=300,
+                            cwd=tempfile.gettempdir())
     assert killed.returncode == 3, killed.stderr[-2000:]
     resumed = _run(SCALL_TINY + ["--out", str(broken), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -7,12 +7,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from pyscall import checkpoint
 from pyscall.cli import main
 
 CRASH_IN_SAVE = Path(__file__).with_name("crash_in_save.py")
+EXIT_AFTER = str(Path(__file__).with_name("cli_exit_after.py"))
 
 TINY = ["stream", "--data", "synthetic:150,100,3000", "--segmentation", "count", "--n-segments", "3",
         "--model", "mf", "--d-max", "8", "--mean-size", "3", "--batch-size", "128", "--max-batches", "10",
@@ -29,13 +28,15 @@ def _numbers(out):
             for r in json.loads((out / "results.json").read_text())["segments"]]
 
 
-def _run(args, env_extra=None, crash_in_save=None):
+def _run(args, env_extra=None, exit_after=None, crash_in_save=None):
+    """`pyscall` in a new process; `exit_after=k`: the process ends right after segment k's checkpoint;
+    `crash_in_save=n`: the n-th checkpoint save dies half-way (tests/crash_in_save.py)."""
     env = {**os.environ, **(env_extra or {})}
-    # crash_in_save=n: the n-th checkpoint save dies half-way (tests/crash_in_save.py)
     runner = [] if crash_in_save is None else [str(CRASH_IN_SAVE), str(crash_in_save)]
+    command = ["-m", "pyscall.cli"] if exit_after is None else [EXIT_AFTER, str(exit_after)]
     # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
-    return subprocess.run([sys.executable, *runner, "-m", "pyscall.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tempfile.gettempdir())
+    return subprocess.run([sys.executable, *runner, *command, *args], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tempfile.gettempdir())
 
 
 def test_compare_writes_every_output_and_holds_the_budget(tmp_path, capsys):
@@ -75,13 +76,16 @@ def test_killed_after_a_segment_resumes_to_the_same_numbers(tmp_path):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     assert main(TINY + ["--compare", "uniform,random", "--out", str(straight)]) == 0
     args = TINY + ["--compare", "uniform,random", "--out", str(broken)]
-    killed = _run(args, {"PYSCALL_TEST_EXIT_AFTER_SEGMENT": "1"})
+    killed = _run(args, exit_after=1)
     assert killed.returncode == 3, killed.stderr[-2000:]
     assert checkpoint.load(broken / "checkpoints" / "uniform.pt")["next_segment"] == 2
     assert not (broken / "results.csv").exists()
     resumed = _run(args + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "(from checkpoint)" in resumed.stdout
+    assert f"--resume: uniform resumed from {broken / 'checkpoints' / 'uniform.pt'}: segments 0-1 of 3 done, " \
+        "continuing at segment 2" in resumed.stdout
+    assert "--resume: no checkpoint for random" in resumed.stdout  # killed before random's first segment
     assert _numbers(broken) == _numbers(straight)
 
 
@@ -97,19 +101,14 @@ def test_crash_in_the_middle_of_a_save_resumes_from_the_previous_checkpoint(tmp_
     assert _numbers(broken) == _numbers(straight)
 
 
-def test_bad_options_exit_with_a_message(tmp_path):
-    with pytest.raises(SystemExit):
-        main(TINY + ["--compare", "uniform,bogus", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        main(TINY + ["--budget-mb", "1", "--out", str(tmp_path)])  # with --mean-size: mutually exclusive
-
-
 def test_paper_preset_sets_the_paper_setting_and_explicit_options_win():
-    from pyscall.cli import PRESETS, parse_args
+    from pyscall.cli import DEFAULT_COMPARE, PRESETS, parse_args
     args = parse_args(["stream", "--preset", "paper", "--max-batches", "7", "--policy", "uniform"])
     for key, value in PRESETS["paper"].items():
-        if key not in ("max_batches", "policy"):
+        if key != "max_batches":
             assert getattr(args, key) == value, key
-    assert args.max_batches == 7 and args.policy == "uniform"
+    assert args.max_batches == 7 and args.policy == "uniform"  # --policy: one policy, over the preset's
+    assert parse_args(["stream", "--preset", "paper", "--compare", "uniform,full"]).compare == "uniform,full"
     plain = parse_args(["stream"])
-    assert (plain.policy, plain.protocol, plain.dedup, plain.d_max) == ("freq-rule", "split", "none", 64)
+    assert (plain.policy, plain.compare, plain.protocol, plain.dedup, plain.d_max) == \
+        (None, DEFAULT_COMPARE, "split", "none", 64)

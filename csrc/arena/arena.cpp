@@ -74,9 +74,9 @@ void Arena::check_budget(int64_t used_elements, int64_t rows, const char* op) co
                            " bytes of memory of the machine that would hold it");
 }
 
-void Arena::check_append(int64_t rows, int64_t elements) const {
+void Arena::check_append(int64_t rows, int64_t elements, const char* op) const {
   if (rows < 0 || elements < 0) throw std::invalid_argument("check_append: rows and elements must be >= 0");
-  check_budget(used_ + elements, num_rows() + rows, "append");
+  check_budget(used_ + elements, num_rows() + rows, op);
 }
 
 void Arena::set_budget(int64_t budget_bytes) {

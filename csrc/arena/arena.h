@@ -74,7 +74,8 @@ class Arena {
   void set_memory_limit(int64_t bytes) { memory_limit_ = bytes < 0 ? -1 : bytes; }
   // Throws BudgetError (or MemoryLimitError), changing nothing, unless `rows` more rows holding
   // `elements` more elements would fit: lets a caller refuse before it allocates their widths or init.
-  void check_append(int64_t rows, int64_t elements) const;
+  // `op` names what the caller is doing in the message (a table's construction is not an append).
+  void check_append(int64_t rows, int64_t elements, const char* op = "append") const;
   // After a layout operation: when its plan needs buffers allocated (plan.staged is set then), puts
   // the metadata back as it was and keeps the operation's aside until commit(). A no-op otherwise.
   void stage();

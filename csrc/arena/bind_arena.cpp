@@ -136,7 +136,7 @@ void bind_arena(py::module_& m) {
         a.check_append(count, static_cast<int64_t>(std::min<__int128>(elements, INT64_MAX / 4)));
         return a.append(std::vector<int32_t>(static_cast<size_t>(count), static_cast<int32_t>(width)));
       }, py::arg("count"), py::arg("width"))
-      .def("check_append", &Arena::check_append, py::arg("rows"), py::arg("elements"),
+      .def("check_append", &Arena::check_append, py::arg("rows"), py::arg("elements"), py::arg("op") = "append",
            "raises BudgetExceededError (or MemoryError) unless that many more rows and elements fit")
       .def("set_memory_limit", &Arena::set_memory_limit, py::arg("bytes"),
            "bytes no operation may need (< 0: none), checked like the budget; raises MemoryError")

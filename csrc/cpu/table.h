@@ -108,7 +108,10 @@ void check_rows(const Table<T>& t, const int64_t* ids, int64_t n) {
     // Each id's metadata is a cache miss of its own: overlap them.
     if (k + 2 * kPrefetchDistance < n) prefetch_metadata(t, ids[k + 2 * kPrefetchDistance]);
     const int64_t i = ids[k];
-    if (i < 0 || i >= t.rows) throw std::out_of_range("index out of range in self");
+    if (i < 0 || i >= t.rows)
+      throw std::out_of_range("index out of range in self: id " + std::to_string(i) +
+                              (t.rows ? ", valid ids are 0 to " + std::to_string(t.rows - 1)
+                                      : std::string(", the table has no rows")));
     const int64_t o = t.offset(i), w = t.width(i);
     if (w < 0 || w > t.d_max || o < 0 || o > t.numel - w)
       throw std::invalid_argument("row " + std::to_string(i) + " (offset " + std::to_string(o) +

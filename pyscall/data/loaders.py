@@ -289,7 +289,7 @@ def load(path_or_name, format=None, **kw) -> Interactions:
     ``*.tsv`` and ``*.inter`` files are detected as ``"csv"``.
     """
     if format is None:
-        format = _detect_format(path_or_name)
+        format = detect_format(path_or_name)
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if format == "synthetic":
@@ -305,7 +305,8 @@ def load(path_or_name, format=None, **kw) -> Interactions:
     return loader(path_or_name)
 
 
-def _detect_format(path_or_name) -> str:
+def detect_format(path_or_name) -> str:
+    """The format ``load`` reads ``path_or_name`` as when none is named (one of ``FORMATS``)."""
     if path_or_name in ("online-retail", "synthetic"):
         return path_or_name
     path = Path(path_or_name)

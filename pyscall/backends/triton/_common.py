@@ -49,7 +49,8 @@ def check_ids(ids, device, num_rows=None):
     if num_rows is not None and ids.numel():
         low, high = torch.stack(torch.aminmax(ids)).tolist()  # one device-to-host copy, not two
         if low < 0 or high >= num_rows:
-            raise IndexError("index out of range in self")
+            valid = f"valid ids are 0 to {num_rows - 1}" if num_rows else "the table has no rows"
+            raise IndexError(f"index out of range in self: id {low if low < 0 else high}, {valid}")
     return ids.numel()
 
 
