@@ -155,6 +155,8 @@ class Arena {
   PlanPtr finish(Plan& plan);
   // Drops a staged operation (its buffers never came): the metadata stays as it is.
   void discard_staged();
+  // Puts the metadata back as it was before the operation; with `keep`, the operation's goes to staged_.
+  void revert(bool keep);
   void reserve_rows(size_t n);
 
   // The journal. Every change of the metadata goes through these, so that
@@ -170,9 +172,11 @@ class Arena {
   void snapshot();  // relayout's: takes the free extents, which it then rebuilds
   struct Change {
     enum Kind : int32_t { kRow, kReleased, kTaken } kind;
-    int32_t w;       // kRow: the old width
-    int64_t a, b;    // kRow: id, old offset; else the extent's offset and length
+    int32_t w;       // kRow: the old width (the new one in a redo)
+    int64_t a, b;    // kRow: id, old offset (new in a redo); else the extent's offset and length
   };
+  // Reverts `c` (a journal's) or, with redo, applies it again (a staged operation's).
+  void apply_change(const Change& c, bool redo);
   struct Journal {
     bool open = false, snapshot = false, reversible = true, staged = false;
     int64_t rows = 0, capacity = 0, used = 0;
