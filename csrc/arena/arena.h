@@ -66,9 +66,9 @@ class Arena {
   PlanPtr release(const std::vector<int64_t>& ids);
   // Packs every row from offset 0 (order kept) and trims capacity to the total width.
   PlanPtr compact();
-  // A new budget (< 0: none); throws BudgetError, changing nothing, when the
-  // current capacity would not fit in it.
-  void set_budget(int64_t budget_bytes);
+  // A new budget (< 0: none), a layout operation like the others: when only the free space is over it,
+  // its plan compacts the rows first. Throws BudgetError, changing nothing, when the rows in use do not fit.
+  PlanPtr set_budget(int64_t budget_bytes);
   // Bytes no table can exceed (< 0: none): the memory of the machine that holds the buffers.
   // Checked with the budget, before anything is allocated; throws MemoryLimitError.
   void set_memory_limit(int64_t bytes) { memory_limit_ = bytes < 0 ? -1 : bytes; }
@@ -179,7 +179,7 @@ class Arena {
   void apply_change(const Change& c, bool redo);
   struct Journal {
     bool open = false, snapshot = false, reversible = true, staged = false;
-    int64_t rows = 0, capacity = 0, used = 0;
+    int64_t rows = 0, capacity = 0, used = 0, budget = -1;
     bool id_order = true;
     int32_t uniform_width = 0;
     std::vector<Change> changes;
@@ -191,7 +191,7 @@ class Arena {
   // new values (redo, newest first) and the appended rows.
   struct Staged {
     bool whole = false;
-    int64_t capacity = 0, used = 0;
+    int64_t capacity = 0, used = 0, budget = -1;
     bool id_order = true;
     int32_t uniform_width = 0;
     std::vector<int64_t> offsets;  // whole: every row; else the appended rows

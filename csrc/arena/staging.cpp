@@ -17,6 +17,7 @@ void Arena::begin_journal() {
   journal_.rows = num_rows();
   journal_.capacity = capacity_;
   journal_.used = used_;
+  journal_.budget = budget_bytes_;
   journal_.id_order = id_order_;
   journal_.uniform_width = uniform_width_;
 }
@@ -139,6 +140,7 @@ void Arena::revert(bool keep) {
     st = Staged();
     st.capacity = capacity_;
     st.used = used_;
+    st.budget = budget_bytes_;
     st.id_order = id_order_;
     st.uniform_width = uniform_width_;
   }
@@ -178,6 +180,7 @@ void Arena::revert(bool keep) {
   widths_.resize(static_cast<size_t>(j.rows));
   capacity_ = j.capacity;
   used_ = j.used;
+  budget_bytes_ = j.budget;
   id_order_ = j.id_order;
   uniform_width_ = j.uniform_width;
 }
@@ -197,6 +200,7 @@ void Arena::commit() {
     }
     capacity_ = st.capacity;
     used_ = st.used;
+    budget_bytes_ = st.budget;
     id_order_ = st.id_order;
     uniform_width_ = st.uniform_width;
     j.staged = false;
