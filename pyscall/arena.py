@@ -160,16 +160,12 @@ class RaggedArena:
 
     @_exclusive
     def set_budget(self, budget_bytes: int | None, companions: Sequence[torch.Tensor] = ()) -> None:
-        """A new budget (None: unbounded); compacts first when only the slack is over it (moving the
-        companions with the rows). Raises BudgetExceededError, changing nothing, when the rows in use do not fit."""
+        """A new budget (None: unbounded); when only the free space is over it, the rows are packed first (the
+        companions move with them). Raises BudgetExceededError, changing nothing, when the rows in use do not fit."""
         budget_bytes = check_budget_bytes(budget_bytes)
         companions = self._check_companions(companions)
-        stats = self._arena.stats()
-        held = stats["capacity_bytes"] + stats["row_metadata_bytes"]
-        held_if_packed = stats["used_bytes"] + stats["row_metadata_bytes"]
-        if budget_bytes is not None and held > budget_bytes >= held_if_packed:
-            self._layout(lambda: self._arena.compact(), companions)
-        self._arena.set_budget(-1 if budget_bytes is None else budget_bytes)
+        self._layout(lambda: self._arena.set_budget(-1 if budget_bytes is None else budget_bytes), companions,
+                     counts_only_moves=True)
 
     @_shared
     def packed_index(self) -> torch.Tensor:
@@ -383,7 +379,7 @@ class RaggedArena:
         """Whether plans replay with the CUDA mover, ordered steps into new buffers (a GPU table)."""
         return self.weight.device.type == "cuda"
 
-    def _layout(self, operation: Callable, companions) -> None:
+    def _layout(self, operation: Callable, companions, counts_only_moves: bool = False) -> None:
         """One layout operation, top to bottom: the C++ arena works out the new layout and the plan that moves
         the rows; when the plan needs buffers allocated it holds the new metadata aside (stage), the replay
         allocates them (an error there leaves the table as it was), the arena commits, and the rows move."""
@@ -395,7 +391,8 @@ class RaggedArena:
         except BaseException:
             self._refresh()  # the metadata is as it was, but maybe in vectors the operation reallocated
             raise
-        self.relayouts += 1
+        if plan.steps or not counts_only_moves:  # (a new budget moves nothing unless it compacts)
+            self.relayouts += 1
 
     def _apply(self, plan, buffers) -> None:
         """Allocates what the plan needs, commits the arena, replays the plan: the one place data moves."""

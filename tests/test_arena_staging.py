@@ -102,3 +102,21 @@ def test_appends_with_per_row_state_stay_whole_through_in_place_compactions():
         a.resize(torch.randint(0, a.num_rows, (64,), generator=g), torch.randint(0, 9, (64,), generator=g))
         a.validate()
     assert a.row_state[0].numel() == a.num_rows
+
+
+def test_a_budget_that_only_the_free_space_exceeds_compacts_staged_and_takes_effect_at_commit():
+    a = _fragmented(False)
+    stats = a.stats()
+    packed = stats["used_bytes"] + stats["row_metadata_bytes"]
+    assert stats["capacity_bytes"] + stats["row_metadata_bytes"] > packed
+    before = _metadata(a), a.stats()["budget_bytes"]
+    plan = a.set_budget(packed)
+    a.stage()
+    assert plan.staged and plan.replay == "fresh" and plan.capacity_after == a.used
+    assert (_metadata(a), a.stats()["budget_bytes"]) == before  # an allocation failing now changes nothing
+    a.commit()
+    assert a.stats()["budget_bytes"] == packed and a.stats()["free_bytes"] == 0
+    a.validate()
+    plan = a.set_budget(-1)  # room enough: nothing moves, nothing staged
+    a.stage()
+    assert not plan.staged and not plan.steps and a.stats()["budget_bytes"] == -1

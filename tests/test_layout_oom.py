@@ -35,16 +35,14 @@ def _failing_allocator(fail_at: int):
     return allocate
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "rowwise_adagrad"])
 @pytest.mark.parametrize("grow", ["resize", "set_widths", "append"])
-@pytest.mark.parametrize("fail_at", [0, 1, 2])
-def test_out_of_memory_during_a_grow_leaves_the_table_as_it_was(optimizer, grow, fail_at):
+@pytest.mark.parametrize("optimizer,fail_at", [("adam", 0), ("adam", 1), ("adam", 2), ("rowwise_adagrad", 0)])
+def test_out_of_memory_during_a_grow_leaves_the_table_as_it_was(optimizer, fail_at, grow):
+    """fail_at: the allocations that succeed first (the weight's, then one per state buffer)."""
     torch.manual_seed(0)
     table = pyscall.Embedding(40, 16, widths=torch.randint(1, 9, (40,)), optimizer=optimizer, lr=0.1)
     for _ in range(3):  # optimizer state and a step count that are not zeros
         table(torch.randint(0, 40, (32,))).square().sum().backward()
-    if fail_at > len(table._arena.state):
-        pytest.skip("the grow allocates one buffer for the weight and one per state buffer")
     table.release([5, 6])  # free space in the middle: a grow then has holes it cannot use alone
     before = _snapshot(table)
     assert all(b.abs().sum() > 0 for b in before["buffers"])

@@ -79,14 +79,19 @@ void Arena::check_append(int64_t rows, int64_t elements, const char* op) const {
   check_budget(used_ + elements, num_rows() + rows, op);
 }
 
-void Arena::set_budget(int64_t budget_bytes) {
+Arena::PlanPtr Arena::set_budget(int64_t budget_bytes) {
   const int64_t held = held_bytes(capacity_, num_rows());
-  if (budget_bytes >= 0 && held > budget_bytes)
+  if (budget_bytes >= 0 && held_bytes(used_, num_rows()) > budget_bytes)
     throw BudgetError("the table holds " + std::to_string(held) + " bytes (" +
                       std::to_string(num_rows() * kMetadataBytesPerRow) +
                       " of them its rows' metadata), more than the new budget of " +
                       std::to_string(budget_bytes) + " bytes");
+  begin_journal();
+  Plan& plan = start_plan();
+  // Only the free space is over the new budget: pack the rows and trim it away.
+  if (budget_bytes >= 0 && held > budget_bytes) relayout(widths_, used_, used_, plan);
   budget_bytes_ = budget_bytes;
+  return finish(plan);
 }
 
 void Arena::reserve_rows(size_t n) {

@@ -66,9 +66,9 @@ class Arena {
   PlanPtr release(const std::vector<int64_t>& ids);
   // Packs every row from offset 0 (order kept) and trims capacity to the total width.
   PlanPtr compact();
-  // A new budget (< 0: none); throws BudgetError, changing nothing, when the
-  // current capacity would not fit in it.
-  void set_budget(int64_t budget_bytes);
+  // A new budget (< 0: none), a layout operation like the others: when only the free space is over it,
+  // its plan compacts the rows first. Throws BudgetError, changing nothing, when the rows in use do not fit.
+  PlanPtr set_budget(int64_t budget_bytes);
   // Bytes no table can exceed (< 0: none): the memory of the machine that holds the buffers.
   // Checked with the budget, before anything is allocated; throws MemoryLimitError.
   void set_memory_limit(int64_t bytes) { memory_limit_ = bytes < 0 ? -1 : bytes; }
@@ -156,6 +156,8 @@ class Arena {
   PlanPtr finish(Plan& plan);
   // Drops a staged operation (its buffers never came): the metadata stays as it is.
   void discard_staged();
+  // Puts the metadata back as it was before the operation; with `keep`, the operation's goes to staged_.
+  void revert(bool keep);
   void reserve_rows(size_t n);
 
   // The journal. Every change of the metadata goes through these, so that
@@ -171,12 +173,14 @@ class Arena {
   void snapshot();  // relayout's: takes the free extents, which it then rebuilds
   struct Change {
     enum Kind : int32_t { kRow, kReleased, kTaken } kind;
-    int32_t w;       // kRow: the old width
-    int64_t a, b;    // kRow: id, old offset; else the extent's offset and length
+    int32_t w;       // kRow: the old width (the new one in a redo)
+    int64_t a, b;    // kRow: id, old offset (new in a redo); else the extent's offset and length
   };
+  // Reverts `c` (a journal's) or, with redo, applies it again (a staged operation's).
+  void apply_change(const Change& c, bool redo);
   struct Journal {
     bool open = false, snapshot = false, reversible = true, staged = false;
-    int64_t rows = 0, capacity = 0, used = 0;
+    int64_t rows = 0, capacity = 0, used = 0, budget = -1;
     bool id_order = true;
     int32_t uniform_width = 0;
     std::vector<Change> changes;
@@ -188,7 +192,7 @@ class Arena {
   // new values (redo, newest first) and the appended rows.
   struct Staged {
     bool whole = false;
-    int64_t capacity = 0, used = 0;
+    int64_t capacity = 0, used = 0, budget = -1;
     bool id_order = true;
     int32_t uniform_width = 0;
     std::vector<int64_t> offsets;  // whole: every row; else the appended rows

@@ -17,6 +17,7 @@ void Arena::begin_journal() {
   journal_.rows = num_rows();
   journal_.capacity = capacity_;
   journal_.used = used_;
+  journal_.budget = budget_bytes_;
   journal_.id_order = id_order_;
   journal_.uniform_width = uniform_width_;
 }
@@ -88,60 +89,11 @@ Arena::PlanPtr Arena::finish(Plan& plan) {
 void Arena::stage() {
   Journal& j = journal_;
   if (!j.open || j.staged || !plan_) return;
-  Plan& plan = *plan_;
   if (!needs_buffers(capacity_)) return;
   if (!j.reversible) throw std::logic_error("arena: an in-place re-layout cannot be staged");
-  Staged& st = staged_;
-  st.capacity = capacity_;
-  st.used = used_;
-  st.id_order = id_order_;
-  st.uniform_width = uniform_width_;
-  st.redo.clear();
-  if (j.snapshot) {  // a re-layout rewrote every row: its metadata goes aside whole
-    st.whole = true;
-    st.offsets = std::move(offsets_);
-    st.widths = std::move(widths_);
-    st.free = std::move(free_);
-    offsets_ = std::move(j.offsets);
-    widths_ = std::move(j.widths);
-    free_ = std::move(j.free);
-    j.offsets.clear();
-    j.widths.clear();
-    j.free.clear();
-    j.snapshot = false;
-  } else {
-    st.whole = false;
-    st.offsets.assign(offsets_.begin() + j.rows, offsets_.end());
-    st.widths.assign(widths_.begin() + j.rows, widths_.end());
-  }
-  // The changes recorded before any snapshot, newest first: each reverted, its new value kept.
-  st.redo.reserve(j.changes.size());
-  for (auto c = j.changes.rbegin(); c != j.changes.rend(); ++c) {
-    switch (c->kind) {
-      case Change::kRow:
-        if (!st.whole) st.redo.push_back({Change::kRow, widths_[c->a], c->a, offsets_[c->a]});
-        offsets_[c->a] = c->b;
-        widths_[c->a] = c->w;
-        break;
-      case Change::kReleased:
-        if (!st.whole) st.redo.push_back(*c);
-        free_.carve(c->a, c->b);
-        break;
-      case Change::kTaken:
-        if (!st.whole) st.redo.push_back(*c);
-        free_.release(c->a, c->b);
-        break;
-    }
-  }
-  j.changes.clear();
-  offsets_.resize(static_cast<size_t>(j.rows));
-  widths_.resize(static_cast<size_t>(j.rows));
-  capacity_ = j.capacity;
-  used_ = j.used;
-  id_order_ = j.id_order;
-  uniform_width_ = j.uniform_width;
+  revert(true);
   j.staged = true;
-  plan.staged = true;
+  plan_->staged = true;
 }
 
 void Arena::discard_staged() {
@@ -160,28 +112,77 @@ void Arena::undo() {
   if (!j.open) return;
   if (!j.reversible)
     throw std::logic_error("arena: this operation re-laid the rows out in place and cannot be undone");
-  if (j.snapshot) {
-    offsets_.assign(j.offsets.begin(), j.offsets.end());
-    widths_.assign(j.widths.begin(), j.widths.end());
-    free_ = std::move(j.free);
+  revert(false);
+  commit();
+}
+
+void Arena::apply_change(const Change& c, bool redo) {
+  switch (c.kind) {
+    case Change::kRow:  // the width and offset it holds: old ones in the journal, new ones in a redo
+      offsets_[c.a] = c.b;
+      widths_[c.a] = c.w;
+      break;
+    case Change::kReleased:
+      if (redo) free_.release(c.a, c.b);
+      else free_.carve(c.a, c.b);
+      break;
+    case Change::kTaken:
+      if (redo) free_.carve(c.a, c.b);
+      else free_.release(c.a, c.b);
+      break;
   }
-  for (auto c = j.changes.rbegin(); c != j.changes.rend(); ++c) {
-    switch (c->kind) {
-      case Change::kRow:
-        offsets_[c->a] = c->b;
-        widths_[c->a] = c->w;
-        break;
-      case Change::kReleased: free_.carve(c->a, c->b); break;
-      case Change::kTaken: free_.release(c->a, c->b); break;
+}
+
+void Arena::revert(bool keep) {
+  Journal& j = journal_;
+  Staged& st = staged_;
+  if (keep) {
+    st = Staged();
+    st.capacity = capacity_;
+    st.used = used_;
+    st.budget = budget_bytes_;
+    st.id_order = id_order_;
+    st.uniform_width = uniform_width_;
+  }
+  if (j.snapshot) {  // a re-layout rewrote every row: its metadata goes aside whole
+    st.whole = keep;
+    if (keep) {
+      st.offsets = std::move(offsets_);
+      st.widths = std::move(widths_);
+      st.free = std::move(free_);
     }
+    if (keep) {  // the caller refreshes its views of the metadata after commit() or a failed allocation
+      offsets_ = std::move(j.offsets);
+      widths_ = std::move(j.widths);
+    } else {  // undo: back into the same vectors, which views of the raw arena may still read
+      offsets_.assign(j.offsets.begin(), j.offsets.end());
+      widths_.assign(j.widths.begin(), j.widths.end());
+    }
+    free_ = std::move(j.free);
+    j.offsets.clear();
+    j.widths.clear();
+    j.free.clear();
+    j.snapshot = false;
+  } else if (keep) {
+    st.offsets.assign(offsets_.begin() + j.rows, offsets_.end());
+    st.widths.assign(widths_.begin() + j.rows, widths_.end());
   }
+  // The changes recorded before any snapshot, newest first; a staged operation keeps their new values.
+  const bool redo = keep && !st.whole;
+  if (redo) st.redo.reserve(j.changes.size());
+  for (auto c = j.changes.rbegin(); c != j.changes.rend(); ++c) {
+    if (redo)
+      st.redo.push_back(c->kind == Change::kRow ? Change{Change::kRow, widths_[c->a], c->a, offsets_[c->a]} : *c);
+    apply_change(*c, false);
+  }
+  j.changes.clear();
   offsets_.resize(static_cast<size_t>(j.rows));
   widths_.resize(static_cast<size_t>(j.rows));
   capacity_ = j.capacity;
   used_ = j.used;
+  budget_bytes_ = j.budget;
   id_order_ = j.id_order;
   uniform_width_ = j.uniform_width;
-  commit();
 }
 
 void Arena::commit() {
@@ -193,21 +194,13 @@ void Arena::commit() {
       widths_ = std::move(st.widths);
       free_ = std::move(st.free);
     } else {
-      for (auto c = st.redo.rbegin(); c != st.redo.rend(); ++c) {
-        switch (c->kind) {
-          case Change::kRow:
-            offsets_[c->a] = c->b;
-            widths_[c->a] = c->w;
-            break;
-          case Change::kReleased: free_.release(c->a, c->b); break;
-          case Change::kTaken: free_.carve(c->a, c->b); break;
-        }
-      }
+      for (auto c = st.redo.rbegin(); c != st.redo.rend(); ++c) apply_change(*c, true);
       offsets_.insert(offsets_.end(), st.offsets.begin(), st.offsets.end());
       widths_.insert(widths_.end(), st.widths.begin(), st.widths.end());
     }
     capacity_ = st.capacity;
     used_ = st.used;
+    budget_bytes_ = st.budget;
     id_order_ = st.id_order;
     uniform_width_ = st.uniform_width;
     j.staged = false;
