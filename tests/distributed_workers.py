@@ -67,13 +67,11 @@ def _train_both(single, sharded, rank, world, optimizer, lookup, exact=True):
     assert sharded.step == single.step
 
 
-def padded(rank, world, optimizers):
+def lookups(rank, world, optimizers, pooled_configs):
+    """Padded lookups with each optimizer, then pooled ones with each (optimizer, mode)."""
     for optimizer in optimizers:
         _padded(rank, world, optimizer)
-
-
-def pooled(rank, world, configs):
-    for optimizer, mode in configs:
+    for optimizer, mode in pooled_configs:
         _pooled(rank, world, optimizer, mode)
 
 

@@ -1,6 +1,6 @@
 """Sharded lookups on 2 and 4 gloo processes equal a single table on the same data: forward, backward, every
-fused optimizer and a torch optimizer (Adagrad), padded and pooled, with padding_idx. One spawn runs several
-configurations: starting the processes costs more than the checks."""
+fused optimizer and a torch optimizer (Adagrad), padded and pooled, with padding_idx. One spawn runs every
+configuration of a world size: starting the processes costs more than the checks."""
 import os
 import sys
 
@@ -9,14 +9,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))  # the workers must be importable by the spawned processes
 import distributed_workers as w  # noqa: E402
 
+POOLED = {2: [("adam", "sum"), (None, "mean"), ("sgd", "max")],
+          4: [("adagrad", "max"), ("rowwise_adagrad", "mean"), ("adam", "sum")]}
+
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_padded_lookup_trains_like_one_table(world):
-    w.spawn(world, w.padded, w.OPTIMIZERS)
-
-
-@pytest.mark.parametrize("world,configs", [
-    (2, [("adam", "sum"), (None, "mean"), ("sgd", "max")]),
-    (4, [("adagrad", "max"), ("rowwise_adagrad", "mean"), ("adam", "sum")])])
-def test_pooled_lookup_trains_like_one_table(world, configs):
-    w.spawn(world, w.pooled, configs)
+def test_padded_and_pooled_lookups_train_like_one_table(world):
+    w.spawn(world, w.lookups, w.OPTIMIZERS, POOLED[world])

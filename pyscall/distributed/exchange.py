@@ -13,7 +13,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["WIRE", "all_to_all", "AllToAll", "raise_together", "exchange_counts"]
+__all__ = ["WIRE", "all_to_all", "AllToAll", "raise_together", "exchange_counts", "ragged_index"]
+
+
+def ragged_index(starts: Tensor, widths: Tensor) -> Tensor:
+    """Flat positions starts[k] .. starts[k] + widths[k] - 1 of every k, in order: how a ragged row set is cut
+    out of (or written into) a flat buffer. Index ops on these are several times faster than a [rows, d_max]
+    boolean mask."""
+    widths = widths.to(torch.int64)
+    firsts = torch.cumsum(widths, 0) - widths
+    return torch.repeat_interleave(starts.to(torch.int64) - firsts, widths) + torch.arange(int(widths.sum()))
 
 
 class WireBytes:
@@ -34,6 +43,8 @@ WIRE = WireBytes()
 
 def all_to_all(tensor: Tensor, send_splits: Sequence[int], recv_splits: Sequence[int], group=None) -> Tensor:
     """`tensor` cut into `send_splits` goes to ranks 0..world-1; returns what they sent here, in rank order."""
+    if dist.get_world_size(group) == 1:  # nothing to send; gloo would still cost about a millisecond a call
+        return tensor.clone()
     out = tensor.new_empty((int(sum(recv_splits)),) + tuple(tensor.shape[1:]))
     rank = dist.get_rank(group)
     WIRE.sent += (int(sum(send_splits)) - int(send_splits[rank])) * math.prod(tensor.shape[1:]) * tensor.element_size()

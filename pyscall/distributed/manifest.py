@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import routing
-from .exchange import raise_together
+from .exchange import ragged_index, raise_together
 
 __all__ = ["save", "load", "load_shards", "MANIFEST"]
 
@@ -71,11 +71,7 @@ def _take_rows(widths: Tensor, packed: list, rows: Tensor) -> list:
     """Rows `rows` of a packed table (values laid out row after row at `widths`): their packed values, for each
     tensor in `packed`."""
     widths = widths.to(torch.int64)
-    starts = torch.cumsum(widths, 0) - widths
-    w = widths[rows]
-    # Element k of the result is element (k - first of its row) of its row.
-    firsts = torch.cumsum(w, 0) - w
-    index = torch.repeat_interleave(starts[rows] - firsts, w) + torch.arange(int(w.sum()))
+    index = ragged_index((torch.cumsum(widths, 0) - widths)[rows], widths[rows])
     return [p[index] for p in packed]
 
 

@@ -20,7 +20,7 @@ from ..arena import METADATA_BYTES_PER_ROW
 from ..embedding import Embedding
 from ..errors import BudgetExceededError
 from . import manifest, routing
-from .exchange import AllToAll, all_to_all, exchange_counts, raise_together
+from .exchange import AllToAll, all_to_all, exchange_counts, ragged_index, raise_together
 
 __all__ = ["ShardedEmbedding", "ShardedEmbeddingBag"]
 
@@ -179,14 +179,14 @@ class _ShardedTable(nn.Module):
         # The owner looks them up (in the graph: its table's backward applies the gradient) and sends back
         # their widths, then their values at those widths.
         local_out = self.local(wanted)
-        widths = self._local_widths.to(torch.int64)[wanted]
+        widths = self._local_widths[wanted]
         wire_dtype = torch.uint8 if d_max < 256 else torch.int32
         got_widths = all_to_all(widths.to(wire_dtype), recv_splits, send_splits, group).to(torch.int64)
-        cols = torch.arange(d_max)
-        packed = local_out[cols < widths[:, None]]
+        packed = local_out.reshape(-1).index_select(0, ragged_index(torch.arange(wanted.numel()) * d_max, widths))
         values = AllToAll.apply(packed, _segment_sums(widths, recv_counts), _segment_sums(got_widths, send_counts),
                                 group)
-        grouped = values.new_zeros(ids.numel(), d_max).masked_scatter(cols < got_widths[:, None], values)
+        places = ragged_index(torch.arange(ids.numel()) * d_max, got_widths)
+        grouped = values.new_zeros(ids.numel() * d_max).index_copy(0, places, values).view(ids.numel(), d_max)
         return grouped.index_select(0, torch.argsort(order))
 
     # -- layout ---------------------------------------------------------------------------------
