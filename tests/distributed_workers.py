@@ -171,9 +171,9 @@ def layout(rank, world):
         t.compact()
     assert_same_state(global_state(sharded), single.state_dict())
     stats = sharded.memory_stats()
-    assert stats["total"]["total_width"] == single.memory_stats()["total_width"]
-    assert stats["total"]["num_rows"] == n + 6 and stats["rank"] == sharded.local.memory_stats()
-    assert stats["total"]["used_bytes"] == sum(s["used_bytes"] for s in stats["ranks"])
+    assert stats["total_width"] == single.memory_stats()["total_width"]
+    assert stats["num_rows"] == n + 6 and stats["rank"] == sharded.local.memory_stats()
+    assert stats["used_bytes"] == sum(s["used_bytes"] for s in stats["ranks"])
 
     # Bad input, on every rank alike or on one rank only: every rank raises, nothing changes.
     _raises_everywhere(IndexError, lambda: sharded.resize(torch.tensor([0, n + 6]), 2), sharded)

@@ -89,6 +89,14 @@ class _ShardedTable(nn.Module):
         return self.local.optimizer
 
     @property
+    def lr(self) -> float:
+        return self.local.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.local.lr = value
+
+    @property
     def step(self) -> int:
         return self.local.step
 
@@ -123,9 +131,10 @@ class _ShardedTable(nn.Module):
             raise
 
     def memory_stats(self) -> dict:
-        """Collective: {"rank": this rank's stats, "ranks": every rank's, "total": summed over ranks}. In the
-        total, budget_bytes is None if any rank is unbounded, largest_free_bytes and fragmentation are the
-        worst rank's, bytes_per_element and bytes_per_row are the table's."""
+        """Collective: a single table's keys, summed over the ranks (so code written for one table reads the
+        total), plus "rank" (this rank's stats) and "ranks" (every rank's). In the total, budget_bytes is None if
+        any rank is unbounded, largest_free_bytes and fragmentation are the worst rank's, bytes_per_element and
+        bytes_per_row are the table's."""
         mine = self.local.memory_stats()
         ranks = [None] * self.world_size
         dist.all_gather_object(ranks, mine, group=self.group)
@@ -140,7 +149,7 @@ class _ShardedTable(nn.Module):
                 total[key] = None if any(v is None for v in values) else sum(values)
             else:
                 total[key] = sum(values)
-        return {"rank": mine, "ranks": ranks, "total": total}
+        return {**total, "rank": mine, "ranks": ranks}
 
     def to_dense(self) -> Tensor:
         """[num_embeddings, embedding_dim] of every row on every rank (collective; for tests and small tables)."""
