@@ -46,11 +46,13 @@ def _worker(rank, world, store, args, queue):
         for ids in batches[:3]:  # warm-up
             fn(ids)
         dist.barrier()
+        WIRE.reset()
         t0 = time.perf_counter()
         for ids in batches:
             fn(ids)
         dist.barrier()
         result[name] = (time.perf_counter() - t0) / args.steps
+        result[name + "_in_collectives"] = WIRE.seconds / args.steps
     # Bytes this rank sends in one lookup and one train step, against the minimum: ids going to other ranks
     # (8 B each) and the rows coming back at their real widths (4 B an element); a train step sends the rows'
     # gradients back at the same widths.
@@ -76,9 +78,13 @@ def _worker(rank, world, store, args, queue):
     result["sum_padded"] = sum(s[3] for s in served)
     result["mem"] = table.memory_stats()["rank"]
     times = [None] * world
-    dist.all_gather_object(times, (result["lookup"], result["train"]))
+    dist.all_gather_object(times, (result["lookup"], result["train"], result["lookup_in_collectives"],
+                                   result["train_in_collectives"]))
     result["lookup"] = max(t[0] for t in times)
     result["train"] = max(t[1] for t in times)
+    # Share of a step spent inside the all-to-alls (sending, and waiting for the slowest rank), mean over ranks.
+    result["lookup_comm_share"] = sum(t[2] / t[0] for t in times) / world
+    result["train_comm_share"] = sum(t[3] / t[1] for t in times) / world
     if rank == 0:
         queue.put(result)
     dist.destroy_process_group()
@@ -125,9 +131,9 @@ def main():
     base = results[min(k for k in results if k != "local")]
     lines = [f"rows {args.rows}, d_max {D_MAX}, mean width ~16 (lognormal), fused Adam, batch {args.batch} ids a "
              f"rank, {args.steps} steps, 1 thread a process, gloo over loopback; torch {torch.__version__}",
-             "", "| processes | lookup ids/s (all ranks) | ratio | train ids/s | ratio | bytes sent/lookup (sum) | "
-             "minimum | ratio | padded to d_max would be | train step bytes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| processes | lookup ids/s (all ranks) | ratio | in all-to-all | train ids/s | ratio | "
+             "in all-to-all | bytes sent/lookup (sum) | minimum | ratio | padded to d_max would be | train step bytes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for world, r in results.items():
         if world == "local":
             continue
@@ -135,12 +141,16 @@ def main():
         lk, tr = total / r["lookup"], total / r["train"]
         lk0, tr0 = args.batch / base["lookup"], args.batch / base["train"]
         ratio = f"{r['sum_lookup_bytes'] / r['sum_min']:.3f}" if r["sum_min"] else "-"
-        lines.append(f"| {world} | {lk:,.0f} | {lk / lk0:.2f} | {tr:,.0f} | {tr / tr0:.2f} | "
+        lines.append(f"| {world} | {lk:,.0f} | {lk / lk0:.2f} | {r['lookup_comm_share']:.0%} | {tr:,.0f} | "
+                     f"{tr / tr0:.2f} | {r['train_comm_share']:.0%} | "
                      f"{r['sum_lookup_bytes']:,} | {r['sum_min']:,} | {ratio} | "
                      f"{r['sum_padded']:,} | {r['sum_train_bytes']:,} |")
     loc = results["local"]
-    lines += ["", f"One process's own table, no exchange: {loc['lookup'] * 1e9:.0f} ns a row looked up, "
-              f"{loc['train'] * 1e9:.0f} ns a row for lookup + fused Adam step."]
+    one = results[1] if 1 in results else base
+    lines += ["", f"One process's own `pyscall.Embedding`, no exchange: {loc['lookup'] * 1e9:.0f} ns a row looked "
+              f"up, {loc['train'] * 1e9:.0f} ns a row for lookup + fused Adam step; the 1-process sharded table: "
+              f"{one['lookup'] / args.batch * 1e9:.0f} and {one['train'] / args.batch * 1e9:.0f} ns a row (routing, "
+              f"packing and unpacking in Python around the same kernels)."]
     text = "\n".join(lines)
     print(text)
     print(json.dumps({str(k): v for k, v in results.items()}, default=str))

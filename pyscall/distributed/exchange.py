@@ -7,13 +7,19 @@ gloo and NCCL both implement `all_to_all_single` with uneven splits; only gloo i
 from __future__ import annotations
 
 import math
+import time
 from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["WIRE", "all_to_all", "AllToAll", "raise_together", "exchange_counts", "ragged_index"]
+__all__ = ["WIRE", "all_to_all", "AllToAll", "raise_together", "change_together", "exchange_counts", "ragged_index",
+           "RANK_ERRORS"]
+
+# What a rank may raise while checking or making its part of a collective call; anything else is a bug and
+# propagates at once.
+RANK_ERRORS = (IndexError, TypeError, ValueError, KeyError, NotImplementedError, RuntimeError, MemoryError)
 
 
 def ragged_index(starts: Tensor, widths: Tensor) -> Tensor:
@@ -27,15 +33,15 @@ def ragged_index(starts: Tensor, widths: Tensor) -> Tensor:
 
 class WireBytes:
     """Bytes this process sent to other ranks through `all_to_all` (its own share stays in memory and is not
-    counted). `reset()` before a measurement."""
+    counted), calls, and seconds spent in them. `reset()` before a measurement."""
 
     def __init__(self):
-        self.sent = 0
-        self.calls = 0
+        self.reset()
 
     def reset(self) -> None:
         self.sent = 0
         self.calls = 0
+        self.seconds = 0.0  # wall time inside the collectives (waiting for the slowest rank included)
 
 
 WIRE = WireBytes()
@@ -49,8 +55,10 @@ def all_to_all(tensor: Tensor, send_splits: Sequence[int], recv_splits: Sequence
     rank = dist.get_rank(group)
     WIRE.sent += (int(sum(send_splits)) - int(send_splits[rank])) * math.prod(tensor.shape[1:]) * tensor.element_size()
     WIRE.calls += 1
+    start = time.perf_counter()
     dist.all_to_all_single(out, tensor.contiguous(), output_split_sizes=list(recv_splits),
                            input_split_sizes=list(send_splits), group=group)
+    WIRE.seconds += time.perf_counter() - start
     return out
 
 
@@ -80,6 +88,23 @@ def raise_together(error: Optional[BaseException], group=None) -> None:
         if item is not None:
             kind, message = item
             raise _rebuild(kind, f"rank {rank}: {message}") from error
+
+
+def change_together(change, undo, group=None):
+    """Collective: `change()` on every rank; if it raised on any rank, the ranks where it did not run `undo()`,
+    and every rank raises the first failing rank's error. Returns what `change()` returned."""
+    error, result = None, None
+    try:
+        result = change()
+    except RANK_ERRORS as e:
+        error = e
+    try:
+        raise_together(error, group)
+    except BaseException:
+        if error is None:
+            undo()
+        raise
+    return result
 
 
 def _rebuild(kind: type, message: str) -> BaseException:

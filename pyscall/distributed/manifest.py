@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import routing
-from .exchange import ragged_index, raise_together
+from .exchange import change_together, ragged_index, raise_together
 
 __all__ = ["save", "load", "load_shards", "MANIFEST"]
 
@@ -113,11 +113,12 @@ def load_shards(table, shards: Optional[dict], old_world: int, *, match_rows: bo
     """Collective: load old shards {old_rank: state dict} saved under `old_world` ranks (see `reshard` for
     which a rank needs). All-or-nothing on every rank: a rank that loaded puts its old rows back when another
     rank failed."""
-    error, mine, backup = None, None, None
+    error = None
     same = old_world == table.world_size
     try:
-        if shards is None or (same and table.rank not in shards) or (not same and sorted(shards) != list(range(old_world))):
-            raise ValueError(f"expected the shards of ranks {[table.rank] if same else list(range(old_world))}")
+        needed = [table.rank] if same else list(range(old_world))
+        if shards is None or not set(needed) <= set(shards):
+            raise ValueError(f"expected the shards of ranks {needed}")
         num_rows = int(shards[table.rank]["widths"].numel()) if same else sum(int(s["widths"].numel())
                                                                             for s in shards.values())
     except (ValueError, TypeError, KeyError, AttributeError) as e:
@@ -127,20 +128,16 @@ def load_shards(table, shards: Optional[dict], old_world: int, *, match_rows: bo
         counts = [None] * table.world_size
         dist.all_gather_object(counts, num_rows, group=table.group)
         num_rows = sum(counts)
-    try:
+    backup = table.local.state_dict()
+
+    def change():
         if match_rows and num_rows != table.num_embeddings:
             raise ValueError(f"the checkpoint has {num_rows} rows, the table has {table.num_embeddings}; pass "
                              f"match_rows=False to take the checkpoint's rows")
-        mine = reshard(shards, old_world, num_rows, table.rank, table.world_size)
-        backup = table.local.state_dict()
-        table.local.load_state_dict(mine, match_rows=False)
-    except (ValueError, TypeError, IndexError, KeyError, RuntimeError) as e:
-        error = e
-    try:
-        raise_together(error, table.group)
-    except BaseException:
-        if error is None:
-            table.local.load_state_dict(backup, match_rows=False)  # its own rows fitted before
-        raise
+        table.local.load_state_dict(reshard(shards, old_world, num_rows, table.rank, table.world_size),
+                                    match_rows=False)
+
+    # Undo: a rank that loaded takes its own rows back (they fitted before).
+    change_together(change, lambda: table.local.load_state_dict(backup, match_rows=False), table.group)
     table._num_embeddings = num_rows
     table._local_widths = table.local.widths

@@ -20,12 +20,11 @@ from ..arena import METADATA_BYTES_PER_ROW
 from ..embedding import Embedding
 from ..errors import BudgetExceededError
 from . import manifest, routing
-from .exchange import AllToAll, all_to_all, exchange_counts, ragged_index, raise_together
+from .exchange import (RANK_ERRORS, AllToAll, all_to_all, change_together, exchange_counts, ragged_index,
+                       raise_together)
 
 __all__ = ["ShardedEmbedding", "ShardedEmbeddingBag"]
 
-# What a rank may raise while checking its part of a collective call; anything else is a bug and propagates.
-_INPUT_ERRORS = (IndexError, TypeError, ValueError, NotImplementedError, RuntimeError, MemoryError)
 _BAG_MODES = ("sum", "mean", "max")
 
 
@@ -67,7 +66,7 @@ class _ShardedTable(nn.Module):
             # The owner never pools (bags are pooled by the caller), so every shard is an Embedding.
             local = Embedding(routing.local_count(num_embeddings, self.rank, self.world_size), embedding_dim,
                                     padding_idx=local_pad, widths=local_widths, budget_bytes=budget_bytes, **kwargs)
-        except _INPUT_ERRORS as e:
+        except RANK_ERRORS as e:
             error = e
         raise_together(error, self.group)
         self.local = local
@@ -100,15 +99,19 @@ class _ShardedTable(nn.Module):
     def step(self) -> int:
         return self.local.step
 
+    def _gathered(self, part: Tensor) -> Tensor:
+        """Every rank's `part` (one entry per local row), interleaved into global-id order (collective)."""
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, part, group=self.group)
+        out = part.new_zeros((self._num_embeddings,) + tuple(part.shape[1:]))
+        for rank, piece in enumerate(gathered):
+            out[rank::self.world_size] = piece
+        return out
+
     @property
     def widths(self) -> Tensor:
         """Every row's width, in global-id order (collective: gathers every rank's widths)."""
-        gathered = [None] * self.world_size
-        dist.all_gather_object(gathered, self._local_widths, group=self.group)
-        out = torch.zeros(self._num_embeddings, dtype=torch.int32)
-        for rank, part in enumerate(gathered):
-            out[rank::self.world_size] = part
-        return out
+        return self._gathered(self._local_widths)
 
     @property
     def budget_bytes(self) -> Optional[int]:
@@ -118,17 +121,9 @@ class _ShardedTable(nn.Module):
     def set_budget(self, budget_bytes: Optional[int], *, optimizer=None) -> None:
         """Collective: each rank sets its own budget; if one rank cannot, every rank raises and none changes."""
         old = self.local.budget_bytes
-        error = None
-        try:
-            self.local.set_budget(budget_bytes, optimizer=optimizer)
-        except _INPUT_ERRORS as e:
-            error = e
-        try:
-            raise_together(error, self.group)
-        except BaseException:
-            if error is None:
-                self.local.set_budget(old, optimizer=optimizer)  # a looser budget always fits
-            raise
+        # Undo with the old budget: the rows fitted in it before.
+        change_together(lambda: self.local.set_budget(budget_bytes, optimizer=optimizer),
+                        lambda: self.local.set_budget(old, optimizer=optimizer), self.group)
 
     def memory_stats(self) -> dict:
         """Collective: a single table's keys, summed over the ranks (so code written for one table reads the
@@ -153,12 +148,7 @@ class _ShardedTable(nn.Module):
 
     def to_dense(self) -> Tensor:
         """[num_embeddings, embedding_dim] of every row on every rank (collective; for tests and small tables)."""
-        gathered = [None] * self.world_size
-        dist.all_gather_object(gathered, self.local.to_dense(), group=self.group)
-        out = gathered[0].new_zeros(self._num_embeddings, self.embedding_dim)
-        for rank, part in enumerate(gathered):
-            out[rank::self.world_size] = part
-        return out
+        return self._gathered(self.local.to_dense())
 
     # -- lookups --------------------------------------------------------------------------------
     def _check_ids(self, ids: Tensor) -> Tensor:
@@ -251,13 +241,13 @@ class _ShardedTable(nn.Module):
             self._agreed(args)
             widths_after = plan()
             error = self._fits(widths_after)
-        except _INPUT_ERRORS as e:
+        except RANK_ERRORS as e:
             error = e
         raise_together(error, self.group)
         error, result = None, None
         try:
             result = apply()
-        except _INPUT_ERRORS as e:  # the checks above are meant to make this unreachable
+        except RANK_ERRORS as e:  # the checks above are meant to make this unreachable
             error = RuntimeError(f"{type(e).__name__} after every rank agreed: {e}; the other ranks have changed "
                                  f"their rows")
         self._local_widths = self.local.widths
@@ -362,7 +352,7 @@ class ShardedEmbedding(_ShardedTable):
         error, ids = None, None
         try:
             ids = self._check_ids(input)
-        except _INPUT_ERRORS as e:
+        except RANK_ERRORS as e:
             error = e
         rows = self._rows(ids, error)
         return rows.view(*input.shape, self.embedding_dim)
@@ -414,7 +404,7 @@ class ShardedEmbeddingBag(_ShardedTable):
         error, ids, bounds, weights = None, None, None, None
         try:
             ids, bounds, weights = self._bags(input, offsets, per_sample_weights)
-        except _INPUT_ERRORS as e:
+        except RANK_ERRORS as e:
             error = e
         # Only the ids inside a bag are fetched (pyscall's rule: ids past the last offset are in no bag).
         end = int(bounds[-1]) if bounds is not None and bounds.numel() else 0
