@@ -198,6 +198,13 @@ def layout(rank, world):
     w_last = sharded.widths[rows_of_last]
     a, b = int(torch.argmax(w_last)), int(torch.argmin(w_last))
     sharded.resize(rows_of_last[[a, b]], torch.stack([w_last[a] - 1, w_last[b] + 1]))
+    # A table that one rank's budget cannot hold is not built, on any rank.
+    try:
+        ShardedEmbedding(n, d, widths=widths, optimizer="adam", budget_bytes=64 if rank == last else None)
+    except pyscall.BudgetExceededError as e:
+        assert f"rank {last}" in str(e)
+    else:
+        raise AssertionError("a table over one rank's budget was built")
     # Lookups still work after every error: no rank was left in a collective.
     out = sharded(torch.arange(rank, n + 6, world))
     assert out.shape == (len(range(rank, n + 6, world)), d)
@@ -235,6 +242,11 @@ def load_saved(rank, world, directory):
     batches = [torch.randint(0, n, (6,)) for _ in range(world)]
     sharded(batches[rank]).sum().backward()
     single(torch.cat(batches)).sum().backward()
+    assert_same_state(global_state(sharded), single.state_dict())
+    # The module's own state dict (this rank's shard) round-trips on the same ranks.
+    saved = {k: v.clone() for k, v in sharded.state_dict().items()}
+    sharded(batches[rank]).sum().backward()
+    sharded.load_state_dict(saved)
     assert_same_state(global_state(sharded), single.state_dict())
     # A checkpoint of another row count is refused on every rank unless match_rows=False.
     other = ShardedEmbedding(n + 1, 7, optimizer="adam", lr=0.05)

@@ -54,6 +54,9 @@ class _ShardedTable(nn.Module):
                 if widths.shape != (num_embeddings,):
                     raise ValueError(f"widths must have shape ({num_embeddings},), got {tuple(widths.shape)}")
                 local_widths = widths[self.rank::self.world_size].contiguous()
+            if torch.device(kwargs.get("device") or "cpu").type != "cpu":
+                raise NotImplementedError("the sharded table runs on the CPU (gloo) so far; its GPU (NCCL) path "
+                                          "is not written")
             local_pad = None
             if padding_idx is not None:
                 if isinstance(padding_idx, bool) or not isinstance(padding_idx, int):
@@ -393,6 +396,8 @@ class ShardedEmbeddingBag(_ShardedTable):
         if per_sample_weights is not None:
             if self.mode != "sum":
                 raise NotImplementedError("per_sample_weights is only supported for mode='sum'")
+            if not torch.is_tensor(per_sample_weights) or per_sample_weights.dtype != self.local.weight.dtype:
+                raise TypeError(f"per_sample_weights must be a {self.local.weight.dtype} tensor")
             if per_sample_weights.shape != input.shape:
                 raise ValueError(f"per_sample_weights has shape {tuple(per_sample_weights.shape)}, expected "
                                  f"{tuple(input.shape)}")
@@ -415,5 +420,7 @@ class ShardedEmbeddingBag(_ShardedTable):
         if self.padding_idx is not None:
             positions = torch.where(ids[:end] == self.padding_idx, end, positions)
         rows = torch.cat([rows, rows.new_zeros(1, self.embedding_dim)])
+        if bounds.numel() == 0:  # no bag at all (include_last_offset with no offsets)
+            return rows[:0]
         return F.embedding_bag(positions, rows, bounds, mode=self.mode, include_last_offset=True,
                                per_sample_weights=None if weights is None else weights[:end], padding_idx=end)

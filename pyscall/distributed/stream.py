@@ -144,10 +144,10 @@ class _Scored:
 
 def launch(args, stream_command) -> int:
     """Run `stream_command(args)` on args.nproc gloo processes (or, under torchrun, on this one)."""
+    if args.resume:
+        raise SystemExit("--resume is not supported sharded (the checkpoints hold rank 0's shards only)")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun started us
         return _run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://", args, stream_command)
-    if args.resume:
-        raise SystemExit("--resume is not supported with --nproc (the checkpoints hold rank 0's shards only)")
     with tempfile.TemporaryDirectory() as tmp:
         torch.multiprocessing.spawn(_run, args=(args.nproc, f"file://{os.path.join(tmp, 'store')}", args,
                                                 stream_command), nprocs=args.nproc, join=True)
