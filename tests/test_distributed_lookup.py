@@ -13,6 +13,7 @@ POOLED = {2: [("adam", "sum"), (None, "mean"), ("sgd", "max")],
           4: [("adagrad", "max"), ("rowwise_adagrad", "mean"), ("adam", "sum")]}
 
 
-@pytest.mark.parametrize("world", [2, 4])
+# 4 processes take about twice as long as 2 (30 s on the shared machine): with the slow tests.
+@pytest.mark.parametrize("world", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_padded_and_pooled_lookups_train_like_one_table(world):
     w.spawn(world, w.lookups, w.OPTIMIZERS, POOLED[world])

@@ -187,9 +187,9 @@ class _ShardedTable(nn.Module):
         packed = local_out.reshape(-1).index_select(0, ragged_index(torch.arange(wanted.numel()) * d_max, widths))
         values = AllToAll.apply(packed, _segment_sums(widths, recv_counts), _segment_sums(got_widths, send_counts),
                                 group)
-        places = ragged_index(torch.arange(ids.numel()) * d_max, got_widths)
-        grouped = values.new_zeros(ids.numel() * d_max).index_copy(0, places, values).view(ids.numel(), d_max)
-        return grouped.index_select(0, torch.argsort(order))
+        # Each value goes straight to its place in the caller's order (row order[k] of the output).
+        places = ragged_index(order * d_max, got_widths)
+        return values.new_zeros(ids.numel() * d_max).index_copy(0, places, values).view(ids.numel(), d_max)
 
     # -- layout ---------------------------------------------------------------------------------
     def _agreed(self, args) -> None:
