@@ -53,6 +53,20 @@ def _worker(rank, world, store, args, queue):
         dist.barrier()
         result[name] = (time.perf_counter() - t0) / args.steps
         result[name + "_in_collectives"] = WIRE.seconds / args.steps
+    if world == 1:
+        # The same kernels without the sharded module around them (its 1-rank table holds every row), timed
+        # step by step alternately with the sharded table so that a busy machine slows both alike.
+        plain = {"lookup": lambda ids: table.local(ids).detach(),
+                 "train": lambda ids: table.local(ids).sum().backward()}
+        for name, fn in (("lookup", lookup), ("train", train)):
+            spent = {"sharded": 0.0, "plain": 0.0}
+            for ids in batches:
+                for kind, call in (("sharded", fn), ("plain", plain[name])):
+                    t0 = time.perf_counter()
+                    call(ids)
+                    spent[kind] += time.perf_counter() - t0
+            result["plain_" + name] = spent["plain"] / args.steps
+            result["alternate_" + name] = spent["sharded"] / args.steps
     # Bytes this rank sends in one lookup and one train step, against the minimum: ids going to other ranks
     # (8 B each) and the rows coming back at their real widths (4 B an element); a train step sends the rows'
     # gradients back at the same widths.
@@ -98,26 +112,6 @@ def run(world, args):
     return queue.get()
 
 
-def local_costs(args):
-    """Per-row costs of one process's own table (no exchange): a lookup and a fused Adam step, for the
-    estimate."""
-    import pyscall
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    w = np.clip(np.rint(rng.lognormal(np.log(16.0) - 0.5, 1.0, args.rows)), 1, D_MAX).astype(np.int32)
-    table = pyscall.Embedding(args.rows, D_MAX, widths=torch.from_numpy(w), optimizer="adam", lr=1e-3)
-    ids = torch.randint(0, args.rows, (args.batch,))
-    out = {}
-    for name, fn in (("lookup", lambda: table(ids).detach()), ("train", lambda: table(ids).sum().backward())):
-        for _ in range(3):
-            fn()
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            fn()
-        out[name] = (time.perf_counter() - t0) / args.steps / args.batch
-    return out
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
@@ -127,16 +121,14 @@ def main():
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     results = {world: run(world, args) for world in map(int, args.worlds.split(","))}
-    results["local"] = local_costs(args)
-    base = results[min(k for k in results if k != "local")]
+    base = results[min(results)]
     lines = [f"rows {args.rows}, d_max {D_MAX}, mean width ~16 (lognormal), fused Adam, batch {args.batch} ids a "
              f"rank, {args.steps} steps, 1 thread a process, gloo over loopback; torch {torch.__version__}",
              "", "| processes | lookup ids/s (all ranks) | ratio | in all-to-all | train ids/s | ratio | "
-             "in all-to-all | bytes sent/lookup (sum) | minimum | ratio | padded to d_max would be | train step bytes |",
+             "in all-to-all | bytes sent/lookup (sum) | minimum | ratio | padded to d_max would be | "
+             "train step bytes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for world, r in results.items():
-        if world == "local":
-            continue
         total = world * args.batch
         lk, tr = total / r["lookup"], total / r["train"]
         lk0, tr0 = args.batch / base["lookup"], args.batch / base["train"]
@@ -145,12 +137,12 @@ def main():
                      f"{tr / tr0:.2f} | {r['train_comm_share']:.0%} | "
                      f"{r['sum_lookup_bytes']:,} | {r['sum_min']:,} | {ratio} | "
                      f"{r['sum_padded']:,} | {r['sum_train_bytes']:,} |")
-    loc = results["local"]
-    one = results[1] if 1 in results else base
-    lines += ["", f"One process's own `pyscall.Embedding`, no exchange: {loc['lookup'] * 1e9:.0f} ns a row looked "
-              f"up, {loc['train'] * 1e9:.0f} ns a row for lookup + fused Adam step; the 1-process sharded table: "
-              f"{one['lookup'] / args.batch * 1e9:.0f} and {one['train'] / args.batch * 1e9:.0f} ns a row (routing, "
-              f"packing and unpacking in Python around the same kernels)."]
+    if 1 in results:
+        one, b = results[1], args.batch
+        lines += ["", f"The 1-process sharded table against its own `pyscall.Embedding` (the same kernels, no "
+                  f"exchange), timed alternately: lookup {one['alternate_lookup'] / b * 1e9:.0f} against "
+                  f"{one['plain_lookup'] / b * 1e9:.0f} ns a row, lookup + fused Adam step "
+                  f"{one['alternate_train'] / b * 1e9:.0f} against {one['plain_train'] / b * 1e9:.0f} ns a row."]
     text = "\n".join(lines)
     print(text)
     print(json.dumps({str(k): v for k, v in results.items()}, default=str))

@@ -203,7 +203,7 @@ def _progress(args):
 
 def stream_command(args, trainer_cls=StreamTrainer) -> int:
     from .data.stream import prepare_stream
-    if trainer_cls is StreamTrainer and (args.nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+    if trainer_cls is StreamTrainer and (args.nproc != 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         from .distributed.stream import launch  # runs this command again on every rank, sharded
         return launch(args, stream_command)
     names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..arena import METADATA_BYTES_PER_ROW
 from ..train import StreamTrainer
+from . import routing
 from .exchange import ragged_index
 from .manifest import load_shards
 from .sharded import ShardedEmbedding
@@ -117,7 +118,7 @@ class ShardedStreamTrainer(StreamTrainer):
             table.append(widths)
         drawn = table.local._row_init(int(widths.sum()), table.local.weight.dtype, table.local.weight.device)
         new_ids = torch.arange(first, first + len(widths))
-        mine = new_ids % self.world == self.rank
+        mine = routing.owner(new_ids, self.world) == self.rank
         w = widths.to(torch.int64)
         values = drawn[ragged_index((torch.cumsum(w, 0) - w)[mine], w[mine])]
         if values.numel():
@@ -144,6 +145,11 @@ class _Scored:
 
 def launch(args, stream_command) -> int:
     """Run `stream_command(args)` on args.nproc gloo processes (or, under torchrun, on this one)."""
+    if args.nproc < 1:
+        raise SystemExit(f"--nproc must be >= 1, got {args.nproc}")
+    policies = [n.strip() for n in args.compare.split(",")] if args.compare else [args.policy]
+    if "scall" in policies:
+        raise SystemExit("--policy scall does not run sharded yet (its probes copy whole tables)")
     if args.resume:
         raise SystemExit("--resume is not supported sharded (the checkpoints hold rank 0's shards only)")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun started us
