@@ -1,13 +1,14 @@
 """`pyscall stream --nproc 2` (tables sharded over 2 gloo processes) gives the 1-process run's per-segment
-metrics with the same seed."""
+metrics with the same seed, with MF and (with the slow tests) LightGCN."""
 import json
-import os
 import subprocess
 import sys
 import tempfile
 
+import pytest
+
 TINY = ["stream", "--data", "synthetic:150,100,3000", "--segmentation", "count", "--n-segments", "3",
-        "--model", "mf", "--d-max", "8", "--mean-size", "3", "--batch-size", "128", "--max-batches", "10",
+        "--d-max", "8", "--mean-size", "3", "--batch-size", "128", "--max-batches", "10",
         "--eval-every", "5", "--seed", "7", "--no-progress", "--threads", "1"]
 
 
@@ -23,8 +24,9 @@ def _run(args):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_mf_stream_on_2_processes_gives_the_1_process_metrics(tmp_path):
-    _run(TINY + ["--out", str(tmp_path / "one")])
-    _run(TINY + ["--nproc", "2", "--out", str(tmp_path / "two")])
+@pytest.mark.parametrize("model", ["mf", pytest.param("lightgcn", marks=pytest.mark.slow)])
+def test_stream_on_2_processes_gives_the_1_process_metrics(tmp_path, model):
+    _run(TINY + ["--model", model, "--out", str(tmp_path / "one")])
+    _run(TINY + ["--model", model, "--nproc", "2", "--out", str(tmp_path / "two")])
     one, two = _segments(tmp_path / "one"), _segments(tmp_path / "two")
     assert len(one) == 3 and one == two
