@@ -219,6 +219,9 @@ def save_trained(rank, world, directory):
         (sharded(batches[rank]) * grads[rank]).sum().backward()
         (single(torch.cat(batches)) * torch.cat(grads)).sum().backward()
     save(sharded, directory)
+    fresh = ShardedEmbedding(29, 7, optimizer="adam", lr=0.05)
+    load(fresh, directory)  # on as many ranks as it was saved from: each reads its own shard
+    assert_same_state(global_state(fresh), single.state_dict())
     if rank == 0:
         torch.save(single.state_dict(), os.path.join(directory, "reference.pt"))
 
