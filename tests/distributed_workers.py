@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import pyscall
-from pyscall.distributed import ShardedEmbedding, ShardedEmbeddingBag, load, load_shards, save
+from pyscall.distributed import WIRE, ShardedEmbedding, ShardedEmbeddingBag, load, load_shards, save
 from pyscall.distributed.manifest import reshard
 
 OPTIMIZERS = [None, "sgd", "adagrad", "rowwise_adagrad", "adam"]
@@ -87,6 +87,18 @@ def _padded(rank, world, optimizer):
 
     _train_both(single, sharded, rank, world, optimizer, lookup)
     assert float(sharded.to_dense()[3].abs().sum()) == 0.0
+    # Bytes this rank sends in a lookup, against the minimum: its remote ids (8 B) and the rows it serves to
+    # other ranks at their real widths (4 B an element).
+    ids = torch.randint(0, 23, (64,))
+    widths = sharded.widths
+    served = [None] * world
+    dist.all_gather_object(served, ids)
+    minimum = 8 * int((ids % world != rank).sum()) + 4 * sum(
+        int(widths[other[(other % world == rank)]].sum()) for r, other in enumerate(served) if r != rank)
+    WIRE.reset()
+    with torch.no_grad():
+        sharded(ids)
+    assert minimum <= WIRE.sent <= 1.5 * minimum, (WIRE.sent, minimum)
 
 
 def _pooled(rank, world, optimizer, mode):
