@@ -149,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="evaluate a seeded sample of at most this many users per segment (huge streams)")
     train.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU (Triton kernels)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="processes (gloo) over which the tables are sharded; also set by torchrun")
     train.add_argument("--seed", type=int, default=0, help="seed of every random draw: a run is reproducible")
 
     run = p.add_argument_group("output")
@@ -313,8 +315,11 @@ def _start(trainer, ckpt: Path, name: str, resume: bool, say) -> None:
         say(table_row(row) + "  (from checkpoint)")
 
 
-def stream_command(args) -> int:
+def stream_command(args, trainer_cls=StreamTrainer) -> int:
     from .data.stream import prepare_stream
+    if trainer_cls is StreamTrainer and (args.nproc != 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        from .distributed.stream import launch  # runs this command again on every rank, sharded
+        return launch(args, stream_command)
     names = _policy_names(args)
     if args.threads is not None:
         if args.threads < 1:
@@ -341,7 +346,7 @@ def stream_command(args) -> int:
     say(table_header())
     for name in names:
         torch.manual_seed(args.seed)  # every policy starts from the same global RNG state
-        trainer = StreamTrainer(stream, _policy(name, args, say), config, budget, batch_progress=batch_bar)
+        trainer = trainer_cls(stream, _policy(name, args, say), config, budget, batch_progress=batch_bar)
         ckpt = out / "checkpoints" / f"{name}.pt"
         _start(trainer, ckpt, name, args.resume, say)
         bar = tqdm(total=len(stream.segments), initial=trainer.next_segment, desc=name, unit="segment") \
