@@ -168,11 +168,13 @@ def _parser() -> argparse.ArgumentParser:
 
 # The SCALL paper code's setting on the embedded Online Retail data: first purchase of each pair, 10-core,
 # a segment per 1,500 new users + items, mean size 16, d_max 256, LightGCN with the paper code's training
-# constants, its evaluation (--protocol paper) and its reward.
+# constants, its evaluation (--protocol paper) and its reward. Its deployments train up to 1,000 batches, so a
+# 10-batch replay probe says little of them: warm probes and the log alpha scale, as measured in
+# bench/results/scall_paper_setting.md.
 PRESETS = {"paper": dict(data="online-retail", dedup="first", k_core=10, segmentation="new-entities",
                          threshold=1500, protocol="paper", mean_size=16.0, d_max=256, model="lightgcn",
                          batch_size=10_000, eval_every=200, patience=3, max_batches=1000, lr=0.03,
-                         compare="scall")}
+                         compare="scall", probe="warm", alpha_scale="log")}
 
 
 def _preset_words(name: str) -> list:
