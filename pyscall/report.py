@@ -75,9 +75,10 @@ def paired_differences(rows: list[dict], metric: str = "recall@20") -> dict:
 def summary_lines(rows: list[dict], budget: str) -> list[str]:
     """What the terminal shows at the end of a run: the summary table with its units, and each policy against
     the reference segment by segment."""
-    lines = ["mean over segments t >= 1 (s/seg too; total_s: every segment, segment 0 included); budget "
-             f"{budget}; max_params: float32 parameters (the paper's unit: 250,000 a MB); max_bytes: what the "
-             "tables held (weights, Adam state, 16 bytes of metadata a row)", summary_table(summarize(rows))]
+    lines = [f"budget {budget}; max_params: float32 parameters (the paper's unit: 250,000 a MB); max_bytes: "
+             "what the tables held (weights, Adam state, 16 bytes of metadata a row)",
+             "mean over segments t >= 1 (s/seg too; total_s: every segment, segment 0 included)",
+             summary_table(summarize(rows))]
     for policy, d in paired_differences(rows).items():
         lines.append(f"{policy} - {d['reference']}: Recall@20 {d['mean_difference']:+.4f} on average, higher in "
                      f"{d['higher']} of {d['segments']} segments")
