@@ -9,7 +9,7 @@ import pytest
 
 TINY = ["stream", "--data", "synthetic:150,100,3000", "--segmentation", "count", "--n-segments", "3",
         "--d-max", "8", "--mean-size", "3", "--batch-size", "128", "--max-batches", "10",
-        "--eval-every", "5", "--seed", "7", "--no-progress", "--threads", "1"]
+        "--eval-every", "5", "--seed", "7", "--no-progress", "--threads", "1", "--policy", "freq-rule"]
 
 
 def _segments(out):
