@@ -34,7 +34,7 @@ from torch import nn
 import pyscall
 from pyscall import host, ops
 from pyscall.backends import cpu as backend_cpu
-from pyscall.scall import power_law_sizes
+from pyscall.app.scall import power_law_sizes
 from touch_floor import DISTANCES, Touch, library as touch_library
 
 

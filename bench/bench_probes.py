@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyscall.data.loaders import load_online_retail
-from pyscall.data.stream import prepare_stream
-from pyscall.scall import make_policy
-from pyscall.scall.agent import AgentConfig, action_to_shape, shape_sizes
-from pyscall.scall.policies import SizeContext
-from pyscall.train import Budget, StreamTrainer, TrainConfig
+from pyscall.app.data.loaders import load_online_retail
+from pyscall.app.data.stream import prepare_stream
+from pyscall.app.scall import make_policy
+from pyscall.app.scall.agent import AgentConfig, action_to_shape, shape_sizes
+from pyscall.app.scall.policies import SizeContext
+from pyscall.app.train import Budget, StreamTrainer, TrainConfig
 
 
 def spearman(a, b) -> float:

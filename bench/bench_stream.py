@@ -19,16 +19,16 @@ import subprocess
 import sys
 import time
 
-from pyscall.train import TrainConfig
+from pyscall.app.train import TrainConfig
 
 
 def _one(args) -> None:
     import torch
     torch.set_num_threads(args.threads)
-    from pyscall.cli import _load_interactions
-    from pyscall.data.stream import prepare_stream
-    from pyscall.scall.policies import make_policy
-    from pyscall.train import Budget, StreamTrainer
+    from pyscall.app.cli import _load_interactions
+    from pyscall.app.data.stream import prepare_stream
+    from pyscall.app.scall.policies import make_policy
+    from pyscall.app.train import Budget, StreamTrainer
 
     start = time.perf_counter()
     inter = _load_interactions(argparse.Namespace(data=args.data, format=None, seed=0))

@@ -6,7 +6,7 @@ import resource
 import sys
 import time
 
-from pyscall.data import prepare_stream, synthetic_stream
+from pyscall.app.data import prepare_stream, synthetic_stream
 
 
 def peak_gib():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyscall.report import summarize
+from pyscall.app.report import summarize
 
 POLICIES = "scall,uniform,freq-rule,fixed-alpha,full"
 
@@ -31,7 +31,7 @@ def run_dir(runs: Path, mean_size: float, seed: int) -> Path:
 def ensure_run(runs: Path, mean_size: float, seed: int, policies: str, d_max: int, extra: list) -> Path:
     out = run_dir(runs, mean_size, seed)
     if not (out / "results.json").exists():
-        cmd = [sys.executable, "-m", "pyscall.cli", "stream", "--compare", policies, "--d-max", str(d_max),
+        cmd = [sys.executable, "-m", "pyscall.app.cli", "stream", "--compare", policies, "--d-max", str(d_max),
                "--mean-size", f"{mean_size:g}", "--seed", str(seed), "--threads", "1", "--no-progress",
                "--out", str(out), *extra]
         print(" ".join(cmd), flush=True)

@@ -8,7 +8,7 @@ class BudgetExceededError(RuntimeError):
     The one budget exception: raised by construction, ``append``, ``resize``,
     ``set_widths`` and ``set_budget`` (the C++ arena's ``BudgetError`` arrives as
     this type through ``pyscall._C``), and by the SCALL trainer
-    (``pyscall.train.BudgetError`` is this class) when a size policy's widths
+    (``pyscall.app.train.BudgetError`` is this class) when a size policy's widths
     would not fit. It subclasses RuntimeError so that code catching RuntimeError
     keeps working. When it is raised, widths, values, optimizer state and
     statistics are exactly as they were before the call.

@@ -3,7 +3,7 @@ clean-up) right after the checkpoint of segment K is saved, as a kill would: the
 import os
 import sys
 
-from pyscall import checkpoint, cli
+from pyscall.app import checkpoint, cli
 
 
 def main() -> None:

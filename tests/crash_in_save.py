@@ -1,5 +1,5 @@
 """Test helper, run as a script: the n-th checkpoint save of the process writes half of its temporary file and
-kills the process (exit status 17), a crash in the middle of a save. pyscall.checkpoint itself has no hook;
+kills the process (exit status 17), a crash in the middle of a save. pyscall.app.checkpoint itself has no hook;
 this patches the torch.save it calls.
 
     python crash_in_save.py N -m MODULE ARGS...   # runs MODULE as __main__

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from pyscall.data.stream import prepare_stream
-from pyscall.data.synthetic import synthetic_stream
-from pyscall.scall import make_policy
-from pyscall.scall.agent import (AgentConfig, ScallPolicy, action_to_shape, agent_state, pooled_profile,
+from pyscall.app.data.stream import prepare_stream
+from pyscall.app.data.synthetic import synthetic_stream
+from pyscall.app.scall import make_policy
+from pyscall.app.scall.agent import (AgentConfig, ScallPolicy, action_to_shape, agent_state, pooled_profile,
                                  shape_to_action, state_dim)
-from pyscall.scall.policies import UniformPolicy
-from pyscall.scall.sac import SACConfig
-from pyscall.train import Budget, StreamTrainer, TrainConfig
+from pyscall.app.scall.policies import UniformPolicy
+from pyscall.app.scall.sac import SACConfig
+from pyscall.app.train import Budget, StreamTrainer, TrainConfig
 
 TINY = ["stream", "--data", "synthetic:150,100,3000", "--segmentation", "count", "--n-segments", "3",
         "--model", "mf", "--d-max", "8", "--mean-size", "3", "--batch-size", "128", "--max-batches", "10",
@@ -26,7 +26,7 @@ TINY = ["stream", "--data", "synthetic:150,100,3000", "--segmentation", "count",
 
 def _run(args, env_extra=None):
     # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
-    return subprocess.run([sys.executable, "-m", "pyscall.cli", *args], env={**os.environ, **(env_extra or {})},
+    return subprocess.run([sys.executable, "-m", "pyscall.app.cli", *args], env={**os.environ, **(env_extra or {})},
                           capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir())
 
 
@@ -194,7 +194,7 @@ def test_probes_side_by_side_score_as_probes_alone(model, start):
 def test_the_first_action_is_the_prior():
     cfg = AgentConfig(groups=8, prior=(0.3, 0.5, 2.0), sac=SACConfig(hidden=32))
     policy = ScallPolicy(cfg, seed=0)
-    from pyscall.scall.sac import SAC
+    from pyscall.app.scall.sac import SAC
     sac = SAC(state_dim(8, cfg), 3, cfg.sac, seed=0)
     sac.start_at(shape_to_action(cfg.prior, cfg))
     for s in np.random.default_rng(0).normal(size=(3, state_dim(8, cfg))):

@@ -7,8 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pyscall import checkpoint
-from pyscall.cli import main
+from pyscall.app import checkpoint
+from pyscall.app.cli import main
 
 CRASH_IN_SAVE = Path(__file__).with_name("crash_in_save.py")
 EXIT_AFTER = str(Path(__file__).with_name("cli_exit_after.py"))
@@ -33,7 +33,7 @@ def _run(args, env_extra=None, exit_after=None, crash_in_save=None):
     `crash_in_save=n`: the n-th checkpoint save dies half-way (tests/crash_in_save.py)."""
     env = {**os.environ, **(env_extra or {})}
     runner = [] if crash_in_save is None else [str(CRASH_IN_SAVE), str(crash_in_save)]
-    command = ["-m", "pyscall.cli"] if exit_after is None else [EXIT_AFTER, str(exit_after)]
+    command = ["-m", "pyscall.app.cli"] if exit_after is None else [EXIT_AFTER, str(exit_after)]
     # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
     return subprocess.run([sys.executable, *runner, *command, *args], env=env, capture_output=True, text=True,
                           timeout=300, cwd=tempfile.gettempdir())
@@ -102,7 +102,7 @@ def test_crash_in_the_middle_of_a_save_resumes_from_the_previous_checkpoint(tmp_
 
 
 def test_paper_preset_sets_the_paper_setting_and_explicit_options_win():
-    from pyscall.cli import DEFAULT_COMPARE, PRESETS, parse_args
+    from pyscall.app.cli import DEFAULT_COMPARE, PRESETS, parse_args
     args = parse_args(["stream", "--preset", "paper", "--max-batches", "7", "--policy", "uniform"])
     for key, value in PRESETS["paper"].items():
         if key != "max_batches":
@@ -111,4 +111,4 @@ def test_paper_preset_sets_the_paper_setting_and_explicit_options_win():
     assert parse_args(["stream", "--preset", "paper", "--compare", "uniform,full"]).compare == "uniform,full"
     plain = parse_args(["stream"])
     assert (plain.policy, plain.compare, plain.protocol, plain.dedup, plain.d_max) == \
-        (None, DEFAULT_COMPARE, "split", "none", 64)
+        (None, DEFAULT_COMPARE, "split", "none", 256)

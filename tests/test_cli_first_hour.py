@@ -10,10 +10,10 @@ import tempfile
 import numpy as np
 import pytest
 
-from pyscall.cli import _parser, main
-from pyscall.data import DataFormatError
-from pyscall.report import paired_differences, quality_title, summarize
-from pyscall.train import Budget, BudgetError
+from pyscall.app.cli import _parser, main
+from pyscall.app.data import DataFormatError
+from pyscall.app.report import paired_differences, quality_title, summarize
+from pyscall.app.train import Budget, BudgetError
 
 TINY = ["stream", "--data", "synthetic:150,100,3000", "--segmentation", "count", "--n-segments", "3",
         "--model", "mf", "--d-max", "8", "--batch-size", "128", "--max-batches", "10", "--eval-every", "5",
@@ -24,7 +24,7 @@ METADATA_PER_ROW = 16
 
 def _run(args, **env):
     # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
-    return subprocess.run([sys.executable, "-m", "pyscall.cli", *args], env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "pyscall.app.cli", *args], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir())
 
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pyscall.data import (DataFormatError, Interactions, load, load_amazon, load_csv, load_movielens,
+from pyscall.app.data import (DataFormatError, Interactions, load, load_amazon, load_csv, load_movielens,
                           load_online_retail, load_yelp)
-from pyscall.data import reading
+from pyscall.app.data import reading
 
 # (user, item, time) in file order; sorted by time (stable) the users are 7, 3, 9 and items 20, 10, 30.
 ROWS = [(3, 10, 200), (7, 20, 100), (3, 20, 300), (9, 30, 200), (7, 10, 300)]

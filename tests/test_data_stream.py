@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyscall.data import Interactions, load_online_retail, prepare_stream
+from pyscall.app.data import Interactions, load_online_retail, prepare_stream
 
 # Ten rows, one per second, ids already in first-appearance order.
 PAIRS = [[0, 0], [1, 1], [0, 1], [1, 0], [2, 0], [2, 1], [0, 2], [2, 0], [0, 0], [1, 2]]
@@ -215,7 +215,7 @@ def _brute_paper_metrics(scores, train, test, k=20):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_paper_evaluation_matches_brute_force(seed):
-    from pyscall.metrics import ranking_metrics
+    from pyscall.app.metrics import ranking_metrics
     rng = np.random.default_rng(seed)
     pairs = np.stack([rng.integers(0, 40, 1500), rng.integers(0, 60, 1500)], axis=1)
     s = prepare_stream(make(pairs), segmentation="count", n_segments=3, replay=0.2, protocol="paper", seed=seed)

@@ -5,8 +5,8 @@ Timing at full scale is a manual measurement (see bench/bench_synthetic.py), not
 import numpy as np
 import pytest
 
-from pyscall.data import load, prepare_stream, synthetic_stream
-from pyscall.data.synthetic import SPAN, START
+from pyscall.app.data import load, prepare_stream, synthetic_stream
+from pyscall.app.data.synthetic import SPAN, START
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ def _segments(out):
 
 def _run(args):
     # cwd: not the checkout, whose pyscall/ has no built _C; the installed package must run
-    done = subprocess.run([sys.executable, "-m", "pyscall.cli", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "pyscall.app.cli", *args], capture_output=True, text=True,
                           timeout=300, cwd=tempfile.gettempdir())
     assert done.returncode == 0, done.stderr[-3000:]
 

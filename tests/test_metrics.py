@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyscall.metrics import ranking_metrics
+from pyscall.app.metrics import ranking_metrics
 
 
 def brute_force(scores, eval_pairs, mask_pairs, ks, candidates=None):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pyscall
-from pyscall.models import LightGCN, MF, NegativeSampler, bpr_loss, normalized_adjacency
+from pyscall.app.models import LightGCN, MF, NegativeSampler, bpr_loss, normalized_adjacency
 
 
 def _tables(n_users=7, n_items=5, d_max=6, seed=0):

@@ -13,8 +13,8 @@ import pyscall
 print(json.dumps({"new": sorted(set(sys.modules) - before), "all": sorted(sys.modules)}))
 """
 
-APPLICATION = ("pyscall.train", "pyscall.cli", "pyscall.report", "pyscall.metrics", "pyscall.scall",
-               "pyscall.data", "pyscall.models")
+APPLICATION = ("pyscall.app", "pyscall.app.train", "pyscall.app.cli", "pyscall.app.report", "pyscall.app.metrics",
+               "pyscall.app.scall", "pyscall.app.data", "pyscall.app.models")
 
 
 def test_import_pyscall_loads_no_application_module_nor_matplotlib_nor_a_progress_bar():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyscall.scall.policies import (POLICIES, FixedAlphaPolicy, FrequencyRulePolicy, SizeContext, feasible_total,
+from pyscall.app.scall.policies import (POLICIES, FixedAlphaPolicy, FrequencyRulePolicy, SizeContext, feasible_total,
                                     fit_to_budget, make_policy, rank_assign)
 
 

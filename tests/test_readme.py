@@ -5,7 +5,7 @@ import shlex
 from pathlib import Path
 
 import pyscall
-from pyscall.cli import _parser, parse_args
+from pyscall.app.cli import _parser, parse_args
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

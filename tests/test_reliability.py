@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import pyscall
-from pyscall import checkpoint
+from pyscall.app import checkpoint
 from pyscall.arena import METADATA_BYTES_PER_ROW as META, LayoutLock, RaggedArena, memory_ceiling
 from pyscall.errors import CheckpointError
 
@@ -258,7 +258,7 @@ def test_bag_offsets_on_another_device_get_the_documented_value_error(device):
 _CRASHING_SAVE = """
 import sys
 import tempfile
-from pyscall import checkpoint
+from pyscall.app import checkpoint
 checkpoint.save({"segment": 1}, sys.argv[1])
 checkpoint.save({"segment": 2}, sys.argv[1])   # killed halfway (crash_in_save.py 2)
 """

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyscall.scall.sac import SAC, ReplayBuffer, SACConfig
+from pyscall.app.scall.sac import SAC, ReplayBuffer, SACConfig
 
 SMALL = SACConfig(hidden=32)
 

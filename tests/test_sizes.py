@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyscall.scall import power_law_sizes
+from pyscall.app.scall import power_law_sizes
 
 
 def test_hand_computed_unclipped():

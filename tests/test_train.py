@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from pyscall import checkpoint
-from pyscall.data.stream import prepare_stream
-from pyscall.data.synthetic import synthetic_stream
-from pyscall.scall.policies import make_policy
-from pyscall.train import Budget, BudgetError, StreamTrainer, TrainConfig
+from pyscall.app import checkpoint
+from pyscall.app.data.stream import prepare_stream
+from pyscall.app.data.synthetic import synthetic_stream
+from pyscall.app.scall.policies import make_policy
+from pyscall.app.train import Budget, BudgetError, StreamTrainer, TrainConfig
 
 
 @pytest.fixture(scope="module")

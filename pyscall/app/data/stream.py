@@ -157,7 +157,7 @@ def prepare_stream(inter: Interactions, *, k_core=None, segmentation="new-entiti
 
 def _check_args(inter, k_core, segmentation, threshold, window, n_segments, replay, protocol, split):
     if not isinstance(inter, Interactions):
-        raise TypeError(f"prepare_stream expects pyscall.data.Interactions, got {type(inter).__name__}")
+        raise TypeError(f"prepare_stream expects pyscall.app.data.Interactions, got {type(inter).__name__}")
     if k_core is not None and (not isinstance(k_core, (int, np.integer)) or k_core < 1):
         raise ValueError(f"k_core must be None or an int >= 1, got {k_core!r}")
     if segmentation not in SEGMENTATIONS:

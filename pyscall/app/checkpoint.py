@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 def save(state: dict, path) -> None:
     path = Path(path)

@@ -245,7 +245,7 @@ def load_online_retail(path=None) -> Interactions:
     ``path``: another file in the same layout (columns timestamp,user_id,item_id,invoice,quantity).
     """
     if path is None:
-        with resources.as_file(resources.files("pyscall.data") / "online_retail.csv.gz") as packaged:
+        with resources.as_file(resources.files("pyscall.app.data") / "online_retail.csv.gz") as packaged:
             return _read_online_retail(packaged, "UCI Online Retail (packaged, CC BY 4.0)")
     return _read_online_retail(Path(path), str(path))
 

@@ -1,4 +1,4 @@
-"""`pyscall stream --nproc N` (or `torchrun --nproc-per-node N -m pyscall.cli stream ...`): the stream with its
+"""`pyscall stream --nproc N` (or `torchrun --nproc-per-node N -m pyscall.app.cli stream ...`): the stream with its
 user and item tables sharded over N gloo processes.
 
 Every rank runs the same trainer on the same data and draws the same batches and negatives (same seed); each
@@ -19,11 +19,11 @@ import torch.distributed as dist
 from torch import nn
 
 from ..arena import METADATA_BYTES_PER_ROW
-from ..train import StreamTrainer
-from . import routing
-from .exchange import ragged_index
-from .manifest import load_shards
-from .sharded import ShardedEmbedding
+from .train import StreamTrainer
+from ..distributed import routing
+from ..distributed.exchange import ragged_index
+from ..distributed.manifest import load_shards
+from ..distributed.sharded import ShardedEmbedding
 
 __all__ = ["ShardedStreamTrainer", "launch"]
 
@@ -145,13 +145,14 @@ class _Scored:
 
 def launch(args, stream_command) -> int:
     """Run `stream_command(args)` on args.nproc gloo processes (or, under torchrun, on this one)."""
+    from .cli import UsageError, _policy_names  # the CLI's own reading of --policy / --compare, its errors
     if args.nproc < 1:
-        raise SystemExit(f"--nproc must be >= 1, got {args.nproc}")
-    policies = [n.strip() for n in args.compare.split(",")] if args.compare else [args.policy]
-    if "scall" in policies:
-        raise SystemExit("--policy scall does not run sharded yet (its probes copy whole tables)")
+        raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+    if "scall" in _policy_names(args):
+        raise UsageError("--nproc: policy scall does not run sharded yet (its probes copy whole tables); name "
+                         "other policies with --policy or --compare")
     if args.resume:
-        raise SystemExit("--resume is not supported sharded (the checkpoints hold rank 0's shards only)")
+        raise UsageError("--resume is not supported sharded (the checkpoints hold rank 0's shards only)")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun started us
         return _run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://", args, stream_command)
     with tempfile.TemporaryDirectory() as tmp:

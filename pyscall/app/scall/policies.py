@@ -30,7 +30,7 @@ class SizeContext:
     d_min: int
     d_max: int
     rng: np.random.Generator      # the only source of randomness a policy may use
-    segment: Any = None           # the pyscall.data.Segment itself
+    segment: Any = None           # the pyscall.app.data.Segment itself
     previous: Any = None          # segment t - 1 once a model has been trained on it, else None
     trainer: Any = None           # the StreamTrainer: its current tables, and probes (`trainer.prober`)
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 import pyscall
-from .arena import METADATA_BYTES_PER_ROW
-from .errors import BudgetExceededError as BudgetError  # the one budget exception, raised here too
+from ..arena import METADATA_BYTES_PER_ROW
+from ..errors import BudgetExceededError as BudgetError  # the one budget exception, raised here too
 from .metrics import ranking_metrics
 from .models import MODELS, MF, LightGCN, NegativeSampler, bpr_loss, normalized_adjacency, propagate_together
 from .scall.policies import PROBE_STARTS, SizeContext, SizePolicy

@@ -26,17 +26,18 @@ import torch
 from . import checkpoint
 from .data.errors import DataFormatError
 from .data.loaders import FORMATS, detect_format
-from .errors import BudgetExceededError, CheckpointError
+from ..errors import BudgetExceededError, CheckpointError
 from .report import summary_lines, table_header, table_row, write_all
 from .scall.agent import ALPHA_SCALES, PROBES, REWARDS, AgentConfig
 from .scall.policies import POLICIES, make_policy
 from .scall.sac import SACConfig
 from .train import Budget, BudgetError, StreamTrainer, TrainConfig
 
-DEFAULT_MEAN_SIZE = 16.0
-# What `pyscall stream` runs with no policy named: SCALL's power-law sizes at a fixed shape against uniform
-# sizes at the same budget, which fits the default run's few minutes on 2 cores (the scall agent does not yet).
-DEFAULT_COMPARE = "fixed-alpha,uniform"
+# What `pyscall stream` runs with no policy named: the SCALL agent against uniform sizes at the same tight
+# budget (mean width 4 of d_max 256), where sizes matter (bench/results/scall_online_retail.md).
+DEFAULT_MEAN_SIZE = 4.0
+DEFAULT_D_MAX = 256
+DEFAULT_COMPARE = "scall,uniform"
 CSV_OPTIONS = ("user_col", "item_col", "time_col", "time_format", "sep")
 
 
@@ -105,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--compare", default=DEFAULT_COMPARE, metavar="POLICY,POLICY,...",
                        help="policies (names as --policy's) run one after the other on the same stream at the "
                             f"same budget, into one report (default: {DEFAULT_COMPARE})")
-    sizes.add_argument("--d-max", type=int, default=64, help="the widest row (every row of full)")
+    sizes.add_argument("--d-max", type=int, default=DEFAULT_D_MAX, help="the widest row (every row of full)")
     sizes.add_argument("--d-min", type=int, default=1, help="the narrowest row a budgeted policy gives")
     sizes.add_argument("--beta", type=float, default=0.5, help="freq-rule: width ~ (frequency + 1) ** beta")
     sizes.add_argument("--alpha", type=float, default=0.5, help="fixed-alpha: power-law shape (users and items)")
@@ -320,7 +321,7 @@ def _start(trainer, ckpt: Path, name: str, resume: bool, say) -> None:
 def stream_command(args, trainer_cls=StreamTrainer) -> int:
     from .data.stream import prepare_stream
     if trainer_cls is StreamTrainer and (args.nproc != 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
-        from .distributed.stream import launch  # runs this command again on every rank, sharded
+        from .sharded_stream import launch  # runs this command again on every rank, sharded
         return launch(args, stream_command)
     names = _policy_names(args)
     if args.threads is not None:
