@@ -21,7 +21,7 @@ def test_an_id_into_an_empty_table_says_it_has_no_rows():
 
 
 def test_the_triton_id_check_names_the_id_and_the_range():
-    _common = pytest.importorskip("pyscall.kernels._common")
+    _common = pytest.importorskip("pyscall.backends.triton._common")
     with pytest.raises(IndexError, match=r"id -3, valid ids are 0 to 4$"):
         _common.check_ids(torch.tensor([0, -3, 9]), torch.device("cpu"), 5)  # the lowest first, as reported
     with pytest.raises(IndexError, match=r"id 9, valid ids are 0 to 4$"):
