@@ -62,7 +62,7 @@ class RaggedTable(nn.Module):
             if value != _UNSUPPORTED_TORCH_KEYWORDS[key]:
                 raise NotImplementedError(f"pyscall.{type(self).__name__} does not support {key}={value!r}")
         num_embeddings = _check_int("num_embeddings", num_embeddings, 0)
-        embedding_dim = _check_int("embedding_dim", embedding_dim, 1)
+        embedding_dim = _check_int("embedding_dim", embedding_dim, 0)  # 0 as torch: rows 0 wide
         budget_bytes = check_budget_bytes(budget_bytes)
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
