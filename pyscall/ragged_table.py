@@ -221,7 +221,8 @@ class RaggedTable(nn.Module):
     @classmethod
     def from_pretrained(cls, embeddings: Tensor, freeze: bool = True, **kwargs):
         """As torch's `from_pretrained`: a table whose rows start as the rows of `embeddings`
-        [num_embeddings, embedding_dim] (dtype and device from it unless given). With `widths`, each row keeps
+        [num_embeddings, embedding_dim] (dtype and device from it unless given; integer rows become the default
+        float dtype). With `widths`, each row keeps
         its first widths[i] values, as a shrink does. `freeze=True` (torch's default) leaves the weight without
         gradient, so it cannot go with a fused optimizer. Other keywords go to the constructor."""
         if not torch.is_tensor(embeddings) or embeddings.dim() != 2:
@@ -229,6 +230,10 @@ class RaggedTable(nn.Module):
         if freeze and kwargs.get("optimizer") is not None:
             raise ValueError(f"freeze=True leaves the table untrained; the fused optimizer "
                              f"{kwargs['optimizer']!r} needs freeze=False")
+        if not embeddings.is_floating_point() and not embeddings.is_complex():
+            # The kernels read floats only: integer (or bool) rows become the default float dtype, values kept
+            # (exactly up to 2**24 in float32). torch's Embedding keeps the integer dtype; its EmbeddingBag refuses.
+            embeddings = embeddings.to(kwargs.get("dtype") or torch.get_default_dtype())
         kwargs.setdefault("dtype", embeddings.dtype)
         kwargs.setdefault("device", embeddings.device)
         table = cls(*embeddings.shape, **kwargs)
