@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from . import ops
+from .errors import InputDtypeError
 from .ragged_table import RaggedTable
 from .spec import POOL_MODES
 
@@ -91,7 +92,7 @@ class EmbeddingBag(RaggedTable):
             if offsets.dim() != 1:
                 raise ValueError("offsets has to be a 1D Tensor")
             if offsets.dtype not in (torch.int64, torch.int32):
-                raise TypeError(f"offsets must be int64 or int32, got {offsets.dtype}")
+                raise InputDtypeError(f"offsets must be int64 or int32, got {offsets.dtype}")
             bag_offsets = offsets if offsets.dtype == torch.int64 else offsets.to(torch.int64)
             if not self.include_last_offset:
                 bag_offsets = torch.cat([bag_offsets, bag_offsets.new_full((1,), ids.numel())])
@@ -102,10 +103,12 @@ class EmbeddingBag(RaggedTable):
                 raise NotImplementedError("embedding_bag: per_sample_weights was not None. per_sample_weights "
                                           f"is only supported for mode='sum' (got mode='{self.mode}')")
             if per_sample_weights.shape != input.shape:
-                raise ValueError(f"per_sample_weights has shape {tuple(per_sample_weights.shape)}, expected "
-                                 f"the shape of input {tuple(input.shape)}")
+                # "same shape as the input": the words torch's message has and its tests match on
+                raise ValueError(f"per_sample_weights has shape {tuple(per_sample_weights.shape)}; it must have "
+                                 f"the same shape as the input {tuple(input.shape)}")
             if per_sample_weights.dtype != weight.dtype:
-                raise TypeError(f"per_sample_weights must be {weight.dtype}, got {per_sample_weights.dtype}")
+                raise InputDtypeError(f"per_sample_weights must have the same type as the weight ({weight.dtype}), "
+                                      f"got {per_sample_weights.dtype}")
             if per_sample_weights.device != weight.device:
                 raise ValueError(f"per_sample_weights must be on {weight.device}, got {per_sample_weights.device}")
             per_sample_weights = per_sample_weights.reshape(-1)

@@ -18,3 +18,18 @@ class BudgetExceededError(RuntimeError):
 class CheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be read (empty, truncated, corrupted, or holding more than tensors
     and plain values); the message names the file and the cause is chained."""
+
+
+# Bad input that torch reports with another exception type than pyscall's documented one. Each class derives
+# from both, so code written for either (pyscall's `except ValueError`, torch's `except RuntimeError`) catches it.
+class OffsetsError(ValueError, RuntimeError):
+    """An EmbeddingBag's offsets do not describe bags of the input: the first is not 0, they decrease, or the
+    last is past the input's length (torch raises RuntimeError)."""
+
+
+class InputDtypeError(TypeError, RuntimeError):
+    """Indices, offsets or per_sample_weights of a dtype the lookup does not take (torch raises RuntimeError)."""
+
+
+class PaddingIdxError(ValueError, AssertionError):
+    """padding_idx outside [-num_embeddings, num_embeddings) (torch asserts)."""

@@ -6,17 +6,22 @@ import torch
 
 from . import _C
 from .checks import check, check_shape
+from .errors import OffsetsError
 from .spec import HPARAMS
 
 
 def bag_end(bag_offsets: torch.Tensor, n: int) -> int:
-    """Checks bags [B+1] over n indices (starting at 0, non-decreasing, at most n; ValueError otherwise) and
-    returns bag_offsets[-1], the number of indices the bags use. A CUDA tensor is copied to the host first."""
+    """Checks bags [B+1] over n indices (starting at 0, non-decreasing, at most n; else OffsetsError, a ValueError
+    and a RuntimeError) and returns bag_offsets[-1], the number of indices the bags use. A CUDA tensor is copied to
+    the host first."""
     if bag_offsets.dtype != torch.int64 or bag_offsets.dim() != 1:
         raise TypeError(f"bag offsets must be a 1-D int64 tensor, got {bag_offsets.dtype} with shape "
                         f"{tuple(bag_offsets.shape)}")
     o = bag_offsets.cpu().contiguous()
-    return _C.cpu.bag_end(o.data_ptr(), o.numel(), n)
+    try:
+        return _C.cpu.bag_end(o.data_ptr(), o.numel(), n)
+    except ValueError as e:  # the C++ check's ValueError, as an instance of torch's RuntimeError too
+        raise OffsetsError(str(e)) from None
 
 
 def advance_step(hparams: torch.Tensor, step: torch.Tensor) -> tuple:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from . import dropin, ops
 from .arena import RaggedArena, check_budget_bytes, memory_ceiling
 from .dropin import OptimizerArg
+from .errors import InputDtypeError, PaddingIdxError
 from .spec import OPTIMIZERS, table_dtypes
 
 # torch.nn.Embedding / EmbeddingBag keywords pyscall does not implement, with torch's defaults:
@@ -69,7 +70,7 @@ class RaggedTable(nn.Module):
                 raise TypeError(f"padding_idx must be None or an int, got {type(padding_idx).__name__} "
                                 f"{padding_idx!r}")
             if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError("padding_idx must be within num_embeddings")
+                raise PaddingIdxError("padding_idx must be within num_embeddings")
             padding_idx = int(padding_idx) % num_embeddings
         if optimizer is not None and optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be None or one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
@@ -306,7 +307,7 @@ class RaggedTable(nn.Module):
         if not torch.is_tensor(input):
             raise TypeError(f"input must be a tensor of indices, got {type(input).__name__}")
         if input.dtype not in (torch.int64, torch.int32):
-            raise TypeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
+            raise InputDtypeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
                             f"types: Long, Int; but got {input.dtype} instead")
         if not (input.is_cpu and weight.is_cpu) and input.device != weight.device:
             raise ValueError(f"indices are on {input.device}, the table is on {weight.device}")
