@@ -102,7 +102,6 @@ def _parser() -> argparse.ArgumentParser:
     which = sizes.add_mutually_exclusive_group()
     which.add_argument("--policy", default=None, choices=sorted(POLICIES),
                        help="run this one policy (scall: the learned agent; the others are fixed rules, README)")
-    # Not scall yet: with the agent the default run took 15.7 minutes here (11.2 CPU-minutes), over its 10.
     which.add_argument("--compare", default=DEFAULT_COMPARE, metavar="POLICY,POLICY,...",
                        help="policies (names as --policy's) run one after the other on the same stream at the "
                             f"same budget, into one report (default: {DEFAULT_COMPARE})")
